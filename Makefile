@@ -1,0 +1,51 @@
+# Set-up and everyday commands. Everything runs in a local virtual environment (.venv).
+# torch is installed first and pinned: the CPU build is found locally, an unpinned torch
+# would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+OUT    ?= benchmark_out
+
+.PHONY: install demo test lint format docs bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/scforget benchmark --quick --out $(OUT)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+$(VENV)/.docs: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[doc]"
+	touch $@
+
+# Offline build: intersphinx is switched off by SCFORGET_OFFLINE_DOCS so that -W holds.
+docs: $(VENV)/.docs
+	SCFORGET_OFFLINE_DOCS=1 $(BIN)/sphinx-build -M html docs docs/_build -W --keep-going
+
+bench: install
+	$(BIN)/python benchmarks/bench_unlearn.py
+
+clean:
+	rm -rf docs/_build docs/generated docs/tutorials $(OUT)

@@ -1,0 +1,20 @@
+"""scforget: machine unlearning and membership-inference auditing for scvi-tools models."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from . import data, datasets, methods, model, train
+from .methods import unlearn
+
+try:
+    __version__ = version("scforget")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "0.0.0"
+
+_logger = logging.getLogger("scforget")
+if not _logger.handlers:
+    _logger.addHandler(logging.NullHandler())
+
+__all__ = ["data", "datasets", "methods", "model", "train", "unlearn", "__version__"]

@@ -1,0 +1,70 @@
+"""The only module allowed to touch private scvi-tools names.
+
+Everything here is a thin wrapper so that a change in scvi-tools breaks in one place.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+
+def parse_device(accelerator: str = "auto", devices: int | list[int] | str = "auto"):
+    """Resolve ``accelerator``/``devices`` the way scvi-tools does and return the torch device."""
+    from scvi.model._utils import parse_device_args
+
+    _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+    return device
+
+
+def is_minified(model: BaseModelClass) -> bool:
+    """Whether the model's AnnData is minified (holds no counts)."""
+    return getattr(model, "minified_data_type", None) is not None
+
+
+def make_data_loader(model: BaseModelClass, indices, batch_size: int | None = None, shuffle: bool = False, **kwargs):
+    """Inference data loader over ``indices`` of ``model.adata`` (wraps ``model._make_data_loader``)."""
+    return model._make_data_loader(adata=model.adata, indices=indices, batch_size=batch_size, shuffle=shuffle, **kwargs)
+
+
+def adata_manager(model: BaseModelClass):
+    """The AnnDataManager registered for ``model.adata``."""
+    return model.adata_manager
+
+
+def validate_anndata(model: BaseModelClass, adata):
+    """Check that ``adata`` is compatible with ``model`` (wraps ``model._validate_anndata``)."""
+    return model._validate_anndata(adata)
+
+
+def check_if_trained(model: BaseModelClass) -> bool:
+    """Whether the model has been trained, without warning."""
+    return bool(getattr(model, "is_trained_", False))
+
+
+def setup_args(model: BaseModelClass) -> dict:
+    """The arguments the model's AnnData was set up with."""
+    return dict(model.registry["setup_args"])
+
+
+def setup_method_name(model: BaseModelClass) -> str:
+    """Name of the setup method used for the model's data (``setup_anndata`` or ``setup_mudata``)."""
+    return model.registry.get("setup_method_name", "setup_anndata")
+
+
+def default_max_epochs(n_obs: int) -> int:
+    """scvi-tools' heuristic number of epochs for ``n_obs`` cells (used when ``max_epochs=None``)."""
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    return int(get_max_epochs_heuristic(n_obs))
+
+
+def registered_var_names(model: BaseModelClass):
+    """Gene names recorded when the model's data was set up, or ``None`` if not recorded."""
+    try:
+        state = model.adata_manager.get_state_registry("X")
+    except (KeyError, AttributeError):
+        return None
+    return state.get("column_names", None)

@@ -1,0 +1,35 @@
+"""Unlearning methods: the registry, the shared machinery, and one module per method.
+
+Use :func:`scforget.unlearn` (or ``model.unlearn``) to run a method by name; :func:`available`
+lists them and :func:`register` adds your own.
+"""
+
+from ._base import UnlearningTrainingPlan, frozen_batchnorm
+from ._clone import clone_model
+from ._datamodule import RetainForgetDataModule
+from ._recipe import training_recipe
+from ._record import verify_forgotten
+from ._registry import MethodSpec, UnlearnContext, available, get_method, register
+from ._unlearn import check_model, unlearn
+
+# one module per method; importing registers it
+from ._retrain import retrain  # isort: skip
+from ._finetune import FinetunePlan  # isort: skip
+
+__all__ = [
+    "FinetunePlan",
+    "MethodSpec",
+    "RetainForgetDataModule",
+    "UnlearnContext",
+    "UnlearningTrainingPlan",
+    "available",
+    "check_model",
+    "clone_model",
+    "frozen_batchnorm",
+    "get_method",
+    "register",
+    "retrain",
+    "training_recipe",
+    "unlearn",
+    "verify_forgotten",
+]

@@ -1,0 +1,95 @@
+"""Exact unlearning: retrain from scratch on retain cells with the original recipe."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._clone import fresh_model
+from ._registry import UnlearnContext, register
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+
+def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
+    """Replace ``model``'s weights by those of a fresh model trained on the retain cells only.
+
+    The fresh model has the same class, architecture and AnnData registration, and is trained with
+    the input model's recipe (epochs, batch size, plan arguments; see
+    :func:`~scforget.methods.training_recipe`) on ``context.retain``, validating on
+    ``context.validation``. The forget cells are never shown to it, so the result is exact
+    unlearning by construction; use several seeds to get the retrain reference distribution.
+
+    Parameters
+    ----------
+    model
+        The model whose weights are replaced.
+    ctx
+        The resolved unlearning context.
+    **plan_kwargs
+        Overrides of the recipe's ``plan_kwargs`` (for example ``lr``).
+    """
+    recipe = ctx.recipe
+    if recipe.get("inferred"):
+        warnings.warn(
+            "The model does not record how it was trained (a stock scvi-tools model); retraining with "
+            f"{ctx.max_epochs} epochs (from its history), batch_size={ctx.batch_size} and default plan "
+            "arguments. Train with scforget.model classes to record the recipe.",
+            UserWarning,
+            stacklevel=4,
+        )
+    fresh = fresh_model(model)
+    n_obs = model.adata.n_obs
+    rest = np.setdiff1d(np.arange(n_obs), np.union1d(ctx.retain, ctx.validation))
+    train_kwargs = {
+        k: recipe[k]
+        for k in (
+            "lr",
+            "early_stopping",
+            "early_stopping_patience",
+            "early_stopping_monitor",
+            "early_stopping_min_delta",
+            "gradient_clip_val",
+            "check_val_every_n_epoch",
+        )
+        if k in recipe
+    }
+    train_kwargs.update(ctx.trainer_kwargs)
+    train_kwargs.setdefault("enable_checkpointing", False)
+    fresh.train(
+        max_epochs=ctx.max_epochs,
+        batch_size=ctx.batch_size,
+        accelerator=ctx.accelerator,
+        devices=ctx.devices,
+        plan_kwargs={**recipe.get("plan_kwargs", {}), **plan_kwargs},
+        datasplitter_kwargs={"external_indexing": [ctx.retain.copy(), ctx.validation.copy(), rest]},
+        **train_kwargs,
+    )
+    model.module.load_state_dict(fresh.module.state_dict())
+    model.module.eval()
+    model.history_ = fresh.history_
+    ctx.info["epochs_run"] = len(next(iter(fresh.history_.values()))) if fresh.history_ else ctx.max_epochs
+    ctx.info["recipe_inferred"] = bool(recipe.get("inferred"))
+
+
+def _training_plan_params() -> list[str]:
+    from scvi.train import TrainingPlan
+
+    from scforget._utils import accepted_keywords
+
+    names, _ = accepted_keywords(TrainingPlan.__init__)
+    return sorted(names - {"module"})
+
+
+register(
+    "retrain",
+    function=retrain,
+    kind="exact",
+    description="Train a fresh model on retain cells with the original recipe (exact; the reference).",
+    reference="Cao & Yang 2015; Bourtoule et al. 2021",
+    default_epochs=lambda e: e,
+    extra_params=_training_plan_params(),
+)

@@ -1,0 +1,61 @@
+"""Run a training-based unlearning method through scvi-tools' TrainRunner."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+from scvi.train import TrainRunner
+
+from ._datamodule import RetainForgetDataModule
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+    from ._registry import UnlearnContext
+
+#: Trainer defaults for unlearning runs (the user's trainer kwargs win).
+TRAINER_DEFAULTS = {"enable_checkpointing": False, "log_every_n_steps": 1}
+
+
+def run_training_plan(plan_cls: type):
+    """A registry ``run`` function that trains ``plan_cls`` on retain/forget batches."""
+
+    def run(model: BaseModelClass, ctx: UnlearnContext) -> None:
+        if ctx.max_epochs < 1:
+            raise ValueError(f"`max_epochs` must be at least 1 for training-based methods; got {ctx.max_epochs}.")
+        dm = RetainForgetDataModule(
+            model.adata_manager,
+            ctx.retain,
+            ctx.forget,
+            ctx.validation,
+            batch_size=ctx.batch_size,
+            paired=getattr(plan_cls, "uses_forget", True),
+        )
+        plan = plan_cls(model.module, **ctx.params)
+        history = copy.deepcopy(model.history_)
+        # Lightning >= 2.2 leaves modules in whatever mode they are in; the model sits in eval mode
+        # after training or loading, so switch to train mode on purpose (dropout and BatchNorm on).
+        model.module.train()
+        runner = TrainRunner(
+            model,
+            training_plan=plan,
+            data_splitter=dm,
+            max_epochs=ctx.max_epochs,
+            accelerator=ctx.accelerator,
+            devices=ctx.devices,
+            **{**TRAINER_DEFAULTS, **ctx.trainer_kwargs},
+        )
+        runner()
+        # keep the model's own training history; unlearning losses go into the record
+        model.history_ = history
+        ctx.info["epochs_run"] = int(model.trainer.current_epoch)
+        ctx.info["history"] = {k: [float(x) for x in v] for k, v in plan.epoch_history.items()}
+        ctx.info["batchnorm"] = (
+            "forget forwards use stored running statistics (eval mode)"
+            if getattr(plan, "freeze_batchnorm_on_forget", False)
+            else "BatchNorm statistics updated on every forward"
+        )
+        model.trainer = None
+
+    return run

@@ -1,0 +1,7 @@
+"""scvi-tools models that can forget: drop-in subclasses with :class:`UnlearningMixin`."""
+
+from ._condscvi import CondSCVI
+from ._mixin import UnlearningMixin
+from ._scvi import SCVI
+
+__all__ = ["CondSCVI", "SCVI", "UnlearningMixin"]

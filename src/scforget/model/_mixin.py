@@ -1,0 +1,115 @@
+"""UnlearningMixin: adds ``unlearn()`` and recipe recording to scvi-tools model classes."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from scforget import _compat
+from scforget.methods import unlearn as _unlearn
+from scforget.methods._clone import copy_bookkeeping, init_kwargs
+from scforget.methods._recipe import record_training_call
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scvi.model.base import BaseModelClass
+
+    from scforget.data import CellSpec
+
+
+class UnlearningMixin:
+    """Mixin for scvi-tools model classes that adds :meth:`unlearn` and :meth:`from_scvi_model`.
+
+    It also records the arguments of :meth:`train` in ``training_recipe_`` (saved with the model)
+    so that the ``retrain`` reference uses exactly the same recipe.
+    """
+
+    #: The scvi-tools class this scforget class extends (set by subclasses).
+    _scvi_parent: type
+
+    def train(self, *args: Any, **kwargs: Any):
+        """Train the model (see the parent class) and record the recipe in ``training_recipe_``."""
+        parent_train = super().train  # type: ignore[misc]
+        bound = inspect.signature(parent_train).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        for name, p in inspect.signature(parent_train).parameters.items():
+            if p.kind == p.VAR_KEYWORD:
+                arguments.update(arguments.pop(name, {}) or {})
+        if arguments.get("max_epochs") is None:
+            arguments["max_epochs"] = _compat.default_max_epochs(self.adata.n_obs)  # type: ignore[attr-defined]
+        out = parent_train(*args, **kwargs)
+        record_training_call(self, arguments)  # type: ignore[arg-type]
+        return out
+
+    def unlearn(
+        self,
+        forget: CellSpec,
+        method: str = "finetune",
+        *,
+        inplace: bool = False,
+        retain: CellSpec | None = None,
+        seed: int | None = None,
+        max_epochs: int | None = None,
+        batch_size: int = 128,
+        plan_kwargs: dict | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        **trainer_kwargs: Any,
+    ) -> Self:
+        """Remove cells from the model; see :func:`scforget.unlearn` for every argument.
+
+        Returns
+        -------
+        The unlearned model: a new object of the same class unless ``inplace=True``.
+        """
+        return _unlearn(
+            self,  # type: ignore[arg-type]
+            forget,
+            method,
+            inplace=inplace,
+            retain=retain,
+            seed=seed,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            plan_kwargs=plan_kwargs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+
+    @classmethod
+    def from_scvi_model(cls, scvi_model: BaseModelClass) -> Self:
+        """Convert a trained stock scvi-tools model into this class without retraining.
+
+        The AnnData is registered for this class with the same setup arguments (the stock model
+        keeps working), the weights, training indices and history are copied, and the new model is
+        put in eval mode, so its latent representation equals the source model's.
+
+        Parameters
+        ----------
+        scvi_model
+            A trained model of the parent scvi-tools class.
+
+        Returns
+        -------
+        The converted model.
+        """
+        if not isinstance(scvi_model, cls._scvi_parent):
+            raise TypeError(
+                f"`scvi_model` must be a {cls._scvi_parent.__module__}.{cls._scvi_parent.__name__}; "
+                f"got {type(scvi_model).__name__}."
+            )
+        if not _compat.check_if_trained(scvi_model):
+            raise RuntimeError("`scvi_model` is not trained yet; call `scvi_model.train()` first.")
+        if _compat.setup_method_name(scvi_model) != "setup_anndata":
+            raise ValueError("Only models set up with `setup_anndata` can be converted.")
+        adata = scvi_model.adata
+        cls.setup_anndata(adata, **_compat.setup_args(scvi_model))  # type: ignore[attr-defined]
+        new = cls(adata, **init_kwargs(scvi_model))  # type: ignore[call-arg]
+        new.module.load_state_dict(scvi_model.module.state_dict())
+        copy_bookkeeping(scvi_model, new)
+        new.to_device(scvi_model.device)
+        new.module.eval()
+        return new

@@ -1,0 +1,83 @@
+"""Shared fixtures: a small real data slice and tiny trained models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scvi
+
+import scforget as sf
+
+
+def pytest_addoption(parser):
+    parser.addoption("--accelerator", default="cpu", help="Lightning accelerator for training in tests.")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    scvi.settings.seed = 0
+    yield
+
+
+@pytest.fixture(scope="session")
+def accelerator(request) -> str:
+    return request.config.getoption("--accelerator")
+
+
+@pytest.fixture(scope="session")
+def _pbmc_small_master():
+    """QC-passing pbmc3k cells, 300 highly variable genes (seurat_v3 on counts)."""
+    adata = sf.datasets.pbmc3k()
+    adata = adata[adata.obs["qc_pass"].to_numpy()].copy()
+    sc.pp.highly_variable_genes(adata, n_top_genes=300, flavor="seurat_v3")
+    adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    adata.var = adata.var[[]]
+    adata.obs["cell_type"] = adata.obs["cell_type"].cat.remove_unused_categories()
+    return adata
+
+
+@pytest.fixture
+def pbmc_small(_pbmc_small_master):
+    """A fresh copy per test (tests may register or modify it)."""
+    return _pbmc_small_master.copy()
+
+
+@pytest.fixture
+def dc_split(pbmc_small):
+    return sf.data.structured_forget(pbmc_small, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+
+
+def train_tiny(model_cls, adata, split=None, *, max_epochs=5, accelerator="cpu", **model_kwargs):
+    """Set up ``adata`` for ``model_cls`` and train a tiny model on ``split.train``."""
+    if model_cls.__name__ == "CondSCVI":
+        model_cls.setup_anndata(adata, labels_key="cell_type")
+        model_kwargs.setdefault("n_hidden", 32)
+    else:
+        model_cls.setup_anndata(adata)
+        model_kwargs.setdefault("n_hidden", 32)
+        model_kwargs.setdefault("n_latent", 5)
+        if model_cls is scvi.model.SCVI:
+            model_kwargs.setdefault("gene_likelihood", "nb")
+    model = model_cls(adata, **model_kwargs)
+    train_kwargs = {"datasplitter_kwargs": split.datasplitter_kwargs()} if split is not None else {}
+    model.train(
+        max_epochs=max_epochs, batch_size=128, accelerator=accelerator, enable_progress_bar=False, **train_kwargs
+    )
+    return model
+
+
+@pytest.fixture
+def trained_scvi(pbmc_small, dc_split, accelerator):
+    return train_tiny(sf.model.SCVI, pbmc_small, dc_split, accelerator=accelerator)
+
+
+def state_snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def same_state(model, snapshot) -> bool:
+    now = model.module.state_dict()
+    return now.keys() == snapshot.keys() and all(
+        np.array_equal(now[k].cpu().numpy(), snapshot[k].cpu().numpy()) for k in now
+    )
