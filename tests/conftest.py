@@ -81,3 +81,28 @@ def same_state(model, snapshot) -> bool:
     return now.keys() == snapshot.keys() and all(
         np.array_equal(now[k].cpu().numpy(), snapshot[k].cpu().numpy()) for k in now
     )
+
+
+def mean_nll(model, indices, batch_size: int = 512) -> float:
+    """Deterministic mean negative log-likelihood per cell (posterior-mean z, observed library size).
+
+    A test helper independent of scforget.privacy, so method tests do not depend on the audit code.
+    """
+    import torch
+
+    module = model.module
+    was_training = module.training
+    module.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for tensors in model._make_data_loader(adata=model.adata, indices=np.asarray(indices), batch_size=batch_size):
+            tensors = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in tensors.items()}
+            inf = module.inference(**module._get_inference_input(tensors))
+            inf = dict(inf)
+            inf["z"] = inf["qz"].loc
+            gen = module.generative(**module._get_generative_input(tensors, inf))
+            ll = gen["px"].log_prob(tensors["X"]).sum(-1)
+            total += float(-ll.sum())
+            n += ll.shape[0]
+    module.train(was_training)
+    return total / n
