@@ -4,10 +4,11 @@ Use :func:`scforget.unlearn` (or ``model.unlearn``) to run a method by name; :fu
 lists them and :func:`register` adds your own.
 """
 
+from scforget._clone import clone_model
+from scforget._recipe import training_recipe
+
 from ._base import UnlearningTrainingPlan, frozen_batchnorm
-from ._clone import clone_model
 from ._datamodule import RetainForgetDataModule
-from ._recipe import training_recipe
 from ._record import verify_forgotten
 from ._registry import MethodSpec, UnlearnContext, available, get_method, register
 from ._unlearn import check_model, unlearn

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._clone import fresh_model
+from scforget._clone import fresh_model
+
 from ._registry import UnlearnContext, register
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from scforget import _compat
+from scforget._clone import clone_model
+from scforget._recipe import training_recipe
 from scforget._utils import accepted_keywords, close_matches, package_versions, seeded
 from scforget.data import as_positions
 
-from ._clone import clone_model
-from ._recipe import training_recipe
 from ._record import RECORDS_ATTR, make_record
 from ._registry import MethodSpec, UnlearnContext, default_params, get_method
 

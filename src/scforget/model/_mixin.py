@@ -6,9 +6,9 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from scforget import _compat
+from scforget._clone import copy_bookkeeping, init_kwargs
+from scforget._recipe import record_training_call
 from scforget.methods import unlearn as _unlearn
-from scforget.methods._clone import copy_bookkeeping, init_kwargs
-from scforget.methods._recipe import record_training_call
 
 if TYPE_CHECKING:
     from typing import Self
