@@ -221,7 +221,6 @@ def unlearn(
         batch_size = int(recipe.get("batch_size") or 128)
 
     original = {a: getattr(model, a, None) for a in ("train_indices", "validation_indices", "test_indices")}
-    target = model if inplace else clone_model(model)
     ctx = UnlearnContext(
         forget=forget_pos,
         retain=retain_pos,
@@ -237,6 +236,7 @@ def unlearn(
     )
     start = time.perf_counter()
     with seeded(ctx.seed):
+        target = model if inplace else clone_model(model)
         spec.run(target, ctx)
     wall = time.perf_counter() - start
 

@@ -1,0 +1,66 @@
+"""Settings of a benchmark run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything that defines a benchmark run (recorded next to its results).
+
+    Attributes
+    ----------
+    data
+        Path to an ``.h5ad`` with raw counts, or ``None`` for the bundled pbmc3k.
+    label_key
+        ``obs`` column holding the groups.
+    forget
+        Group to forget (a value of ``label_key``).
+    holdout_fraction
+        Fraction of the group held out of training as same-biology non-members.
+    n_top_genes
+        Highly variable genes kept (seurat_v3 on counts); ``0`` keeps all genes.
+    epochs
+        Training epochs of the baseline (and of every retrain).
+    n_hidden, n_latent
+        scVI architecture.
+    methods
+        Methods to run; ``None`` runs every registered method.
+    seeds
+        Seeds of each method run (the retrain reference uses all of them).
+    audit
+        Whether to run the membership-inference audit per model.
+    n_bootstrap
+        Bootstrap resamples of the audit's confidence intervals.
+    accelerator
+        Lightning accelerator.
+    quick
+        Whether this is the quick configuration.
+    """
+
+    data: str | None = None
+    label_key: str = "cell_type"
+    forget: str = "DC"
+    holdout_fraction: float = 0.5
+    n_top_genes: int = 2000
+    epochs: int = 400
+    n_hidden: int = 128
+    n_latent: int = 10
+    methods: list[str] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    audit: bool = True
+    n_bootstrap: int = 1000
+    accelerator: str = "auto"
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides) -> BenchmarkConfig:
+        """A configuration that runs in a few minutes on a laptop CPU."""
+        base = {"epochs": 60, "n_top_genes": 1000, "seeds": [0], "n_bootstrap": 200, "quick": True}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form."""
+        return asdict(self)

@@ -1,0 +1,279 @@
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import scforget as sf
+from scforget.methods import verify_forgotten
+
+from .conftest import mean_nll, same_state, state_snapshot, train_tiny
+
+QUIET = {"enable_progress_bar": False}
+
+
+@pytest.fixture
+def snapshot_of(trained_scvi, pbmc_small):
+    """Everything an unlearn call must leave untouched."""
+    return {
+        "state": state_snapshot(trained_scvi),
+        "train": trained_scvi.train_indices.copy(),
+        "obs": pbmc_small.obs.copy(),
+        "X": pbmc_small.X.copy(),
+        "history": copy.deepcopy(trained_scvi.history_),
+    }
+
+
+def assert_untouched(model, adata, snap):
+    assert same_state(model, snap["state"])
+    np.testing.assert_array_equal(model.train_indices, snap["train"])
+    assert adata.obs.equals(snap["obs"])
+    assert (adata.X != snap["X"]).nnz == 0
+    assert not hasattr(model, "unlearning_records_") or not model.unlearning_records_
+    assert model.history_.keys() == snap["history"].keys()
+
+
+@pytest.mark.parametrize("method", ["finetune", "retrain"])
+def test_unlearn_returns_new_model_and_leaves_input(trained_scvi, pbmc_small, dc_split, snapshot_of, method):
+    new = trained_scvi.unlearn(dc_split.forget, method=method, seed=0, max_epochs=2, **QUIET)
+    assert new is not trained_scvi
+    assert type(new) is type(trained_scvi)
+    assert not same_state(new, snapshot_of["state"])
+    assert_untouched(trained_scvi, pbmc_small, snapshot_of)
+    # forgotten cells are no longer training cells of the new model
+    assert np.intersect1d(new.train_indices, dc_split.forget).size == 0
+    np.testing.assert_array_equal(new.train_indices, dc_split.retain)
+    rec = new.unlearning_records_[-1]
+    assert rec["method"] == method
+    assert rec["n_forget"] == len(dc_split.forget) and rec["n_retain"] == len(dc_split.retain)
+    assert rec["seed"] == 0 and rec["max_epochs"] == 2 and rec["wall_time_s"] > 0
+    assert {"scvi-tools", "torch"} <= set(rec["versions"])
+    assert "timestamp_utc" in rec
+    # the record names no cell, but proves which cells were forgotten
+    names = pbmc_small.obs_names[dc_split.forget]
+    assert not any(n in str(rec) for n in names)
+    assert verify_forgotten(rec, names)
+    assert not verify_forgotten(rec, names[:-1])
+
+
+def test_unlearn_function_works_on_stock_model(pbmc_small, dc_split):
+    stock = train_tiny(scvi.model.SCVI, pbmc_small, dc_split, max_epochs=3)
+    snap = state_snapshot(stock)
+    new = sf.unlearn(stock, pbmc_small.obs_names[dc_split.forget], method="finetune", max_epochs=1, **QUIET)
+    assert type(new) is scvi.model.SCVI
+    assert same_state(stock, snap)
+    assert new.unlearning_records_[-1]["method"] == "finetune"
+
+
+def test_unlearn_inplace_modifies_and_returns_same_object(trained_scvi, dc_split):
+    snap = state_snapshot(trained_scvi)
+    out = trained_scvi.unlearn(dc_split.forget, inplace=True, max_epochs=1, **QUIET)
+    assert out is trained_scvi
+    assert not same_state(trained_scvi, snap)
+    assert len(trained_scvi.unlearning_records_) == 1
+
+
+def test_second_unlearn_appends_and_records_survive_save_load(tmp_path, trained_scvi, pbmc_small, dc_split):
+    first = trained_scvi.unlearn(dc_split.forget[:5], max_epochs=1, seed=1, **QUIET)
+    second = first.unlearn(dc_split.forget[5:], max_epochs=1, seed=2, **QUIET)
+    assert [r["n_forget"] for r in second.unlearning_records_] == [5, len(dc_split.forget) - 5]
+    assert len(first.unlearning_records_) == 1  # the first result was not modified
+    second.save(tmp_path / "m", save_anndata=False)
+    loaded = sf.model.SCVI.load(tmp_path / "m", adata=pbmc_small)
+    assert loaded.unlearning_records_ == second.unlearning_records_
+    assert loaded.training_recipe_ == second.training_recipe_
+    np.testing.assert_array_equal(loaded.train_indices, second.train_indices)
+    # nothing in the saved files names a forgotten cell
+    blob = b"".join(p.read_bytes() for p in (tmp_path / "m").iterdir())
+    assert not any(n.encode() in blob for n in pbmc_small.obs_names[dc_split.forget])
+
+
+def test_seed_makes_unlearning_reproducible_and_restores_rng(trained_scvi, dc_split):
+    import torch
+
+    state = torch.random.get_rng_state()
+    a = trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=7, **QUIET)
+    assert torch.equal(torch.random.get_rng_state(), state)  # caller's RNG restored
+    b = trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=7, **QUIET)
+    c = trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=8, **QUIET)
+    assert same_state(a, state_snapshot(b))
+    assert not same_state(a, state_snapshot(c))
+
+
+def test_retrain_forgets_and_keeps_utility(pbmc_small, dc_split):
+    """Forget-set likelihood under the retrained model is worse than under the baseline, held-out holds."""
+    base = train_tiny(sf.model.SCVI, pbmc_small, dc_split, max_epochs=25)
+    retrained = base.unlearn(dc_split.forget, method="retrain", seed=0, **QUIET)
+    assert retrained.unlearning_records_[-1]["epochs_run"] == 25  # same recipe
+    forget_gain = mean_nll(retrained, dc_split.forget) - mean_nll(base, dc_split.forget)
+    unseen_base, unseen_rt = mean_nll(base, dc_split.unseen), mean_nll(retrained, dc_split.unseen)
+    # the baseline fits its own training cells better than a model that never saw them
+    assert forget_gain > 0
+    # utility on never-trained cells of other types stays comparable (within 3%)
+    assert abs(unseen_rt - unseen_base) / unseen_base < 0.03
+    # the members' advantage disappears: forget cells now look like their never-trained twins
+    base_gap = mean_nll(base, dc_split.holdout) - mean_nll(base, dc_split.forget)
+    rt_gap = mean_nll(retrained, dc_split.holdout) - mean_nll(retrained, dc_split.forget)
+    assert rt_gap < base_gap
+
+
+def test_finetune_moves_forget_less_than_retain_fit_drops(pbmc_small, dc_split):
+    base = train_tiny(sf.model.SCVI, pbmc_small, dc_split, max_epochs=25)
+    ft = base.unlearn(dc_split.forget, method="finetune", max_epochs=10, seed=0, **QUIET)
+    rel = lambda m, idx: (mean_nll(m, idx) - mean_nll(base, idx)) / mean_nll(base, idx)
+    # fine-tuning on retain cells helps retain cells more than the (unseen) forget cells
+    assert rel(ft, dc_split.forget) > rel(ft, dc_split.retain)
+    hist = ft.unlearning_records_[-1]["history"]["retain_loss"]
+    assert len(hist) == 10 and hist[-1] < hist[0]
+
+
+def test_retrain_of_stock_model_warns_recipe_inferred(pbmc_small, dc_split):
+    stock = train_tiny(scvi.model.SCVI, pbmc_small, dc_split, max_epochs=2)
+    with pytest.warns(UserWarning, match="does not record how it was trained"):
+        new = sf.unlearn(stock, dc_split.forget, method="retrain", **QUIET)
+    assert new.unlearning_records_[-1]["recipe_inferred"] is True
+    assert new.unlearning_records_[-1]["max_epochs"] == 2
+
+
+def test_batchnorm_stats_untouched_by_finetune_forget_cells(trained_scvi, dc_split):
+    """finetune never shows forget cells; running stats equal a run with the forget cells excluded entirely."""
+    a = trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=3, **QUIET)
+    b = trained_scvi.unlearn(dc_split.forget, retain=dc_split.retain, max_epochs=1, seed=3, **QUIET)
+    assert same_state(a, state_snapshot(b))
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one test per case, each raised before any training with the inputs unchanged
+
+
+def _untrained(pbmc_small):
+    sf.model.SCVI.setup_anndata(pbmc_small)
+    return sf.model.SCVI(pbmc_small)
+
+
+BAD_CASES = {
+    "unknown-method": ({"method": "fintune"}, ValueError, "Did you mean 'finetune'"),
+    "method-not-string": ({"method": 3}, TypeError, "`method` must be a string"),
+    "misspelled-plan-kwarg": ({"plan_kwargs": {"lrr": 1e-3}}, TypeError, "Did you mean 'lr'"),
+    "misspelled-keyword": ({"lr_rate": 1e-3}, TypeError, "Unknown keyword argument 'lr_rate'"),
+    "misspelled-trainer-kwarg": ({"enable_progres_bar": False}, TypeError, "enable_progress_bar"),
+    "keyword-twice": ({"lr": 1e-3, "plan_kwargs": {"lr": 1e-2}}, TypeError, "both"),
+    "bad-batch-size": ({"batch_size": 0}, ValueError, "`batch_size`"),
+    "bad-max-epochs": ({"max_epochs": -1}, ValueError, "`max_epochs`"),
+    "bad-seed": ({"seed": "zero"}, TypeError, "`seed`"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_arguments_fail_before_work(trained_scvi, pbmc_small, dc_split, snapshot_of, case):
+    kwargs, exc, match = BAD_CASES[case]
+    with pytest.raises(exc, match=match):
+        trained_scvi.unlearn(dc_split.forget, **kwargs)
+    assert_untouched(trained_scvi, pbmc_small, snapshot_of)
+
+
+FORGET_CASES = {
+    "empty": (lambda s, a: [], ValueError, "selects no cells"),
+    "out-of-range": (lambda s, a: [a.n_obs + 5], ValueError, "out of range"),
+    "negative": (lambda s, a: [-3], ValueError, "negative"),
+    "non-integer": (lambda s, a: np.array([1.5, 2.0]), TypeError, "non-integer"),
+    "nan": (lambda s, a: np.array([np.nan]), ValueError, "NaN"),
+    "unknown-names": (lambda s, a: ["not-a-cell"], ValueError, "not in the AnnData"),
+    "mask-wrong-length": (lambda s, a: np.ones(a.n_obs - 1, dtype=bool), ValueError, "length"),
+    "misaligned-series": (
+        lambda s, a: pd.Series(True, index=[f"x{i}" for i in range(a.n_obs)]),
+        ValueError,
+        "not aligned",
+    ),
+    "all-training-cells": (lambda s, a: s.train, ValueError, "covers every training cell"),
+    "never-trained-only": (lambda s, a: s.holdout, ValueError, "None of the `forget` cells were training cells"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGET_CASES))
+def test_bad_forget_fails_before_work(trained_scvi, pbmc_small, dc_split, snapshot_of, case):
+    make, exc, match = FORGET_CASES[case]
+    with pytest.raises(exc, match=match):
+        trained_scvi.unlearn(make(dc_split, pbmc_small))
+    assert_untouched(trained_scvi, pbmc_small, snapshot_of)
+
+
+def test_duplicates_are_removed_with_warning(trained_scvi, dc_split):
+    forget = np.concatenate([dc_split.forget, dc_split.forget[:3]])
+    with pytest.warns(UserWarning, match="more than once"):
+        new = trained_scvi.unlearn(forget, max_epochs=1, **QUIET)
+    assert new.unlearning_records_[-1]["n_forget"] == len(dc_split.forget)
+
+
+def test_never_trained_forget_cells_are_excluded_with_warning(trained_scvi, dc_split):
+    forget = np.concatenate([dc_split.forget, dc_split.holdout])
+    with pytest.warns(UserWarning, match="never training cells"):
+        new = trained_scvi.unlearn(forget, max_epochs=1, **QUIET)
+    assert new.unlearning_records_[-1]["n_forget"] == len(dc_split.forget)
+
+
+def test_retain_overlapping_forget_fails(trained_scvi, dc_split, pbmc_small, snapshot_of):
+    with pytest.raises(ValueError, match="both `retain` and `forget`"):
+        trained_scvi.unlearn(dc_split.forget, retain=np.union1d(dc_split.retain, dc_split.forget[:1]))
+    assert_untouched(trained_scvi, pbmc_small, snapshot_of)
+
+
+def test_untrained_model_fails(pbmc_small, dc_split):
+    model = _untrained(pbmc_small)
+    with pytest.raises(RuntimeError, match="not trained"):
+        model.unlearn(dc_split.forget)
+
+
+def test_not_a_model_fails(dc_split):
+    with pytest.raises(TypeError, match="`model` must be a trained scvi-tools model"):
+        sf.unlearn("model.pt", dc_split.forget)
+
+
+def test_minified_model_fails(trained_scvi, dc_split, monkeypatch):
+    monkeypatch.setattr(type(trained_scvi), "minified_data_type", property(lambda self: "latent_posterior_parameters"))
+    with pytest.raises(ValueError, match="minified"):
+        trained_scvi.unlearn(dc_split.forget)
+
+
+def test_anndata_with_different_genes_fails(trained_scvi, pbmc_small, dc_split):
+    pbmc_small._inplace_subset_var(np.arange(pbmc_small.n_vars - 10))
+    with pytest.raises(ValueError, match="no longer has the genes"):
+        trained_scvi.unlearn(dc_split.forget)
+
+
+def test_available_lists_methods():
+    table = sf.methods.available()
+    assert {"retrain", "finetune"} <= set(table["name"])
+    assert list(table.columns) == ["name", "kind", "description", "reference", "parameters"]
+    assert table.set_index("name").loc["retrain", "kind"] == "exact"
+
+
+def test_register_third_party_method(trained_scvi, dc_split):
+    calls = {}
+
+    def shrink(model, ctx, *, factor: float = 0.5):
+        calls["n_forget"] = len(ctx.forget)
+        for p in model.module.parameters():
+            p.data.mul_(factor)
+
+    sf.methods.register("test_shrink", function=shrink, description="test only", overwrite=True)
+    try:
+        new = trained_scvi.unlearn(dc_split.forget, method="test_shrink", factor=0.9)
+        assert calls["n_forget"] == len(dc_split.forget)
+        assert new.unlearning_records_[-1]["params"] == {"factor": 0.9}
+        with pytest.raises(TypeError, match="Did you mean 'factor'"):
+            trained_scvi.unlearn(dc_split.forget, method="test_shrink", facter=0.9)
+        with pytest.raises(ValueError, match="already registered"):
+            sf.methods.register("test_shrink", function=shrink, description="again")
+    finally:
+        sf.methods._registry._REGISTRY.pop("test_shrink", None)
+
+
+def test_condscvi_unlearn(pbmc_small, dc_split):
+    model = train_tiny(sf.model.CondSCVI, pbmc_small, dc_split, max_epochs=3)
+    snap = state_snapshot(model)
+    new = model.unlearn(dc_split.forget, method="finetune", max_epochs=1, **QUIET)
+    assert type(new) is sf.model.CondSCVI
+    assert same_state(model, snap)
+    assert not same_state(new, snap)
