@@ -14,6 +14,17 @@ def pytest_addoption(parser):
     parser.addoption("--accelerator", default="cpu", help="Lightning accelerator for training in tests.")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run much faster on one thread; several threads fight over the two cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     scvi.settings.seed = 0
@@ -67,9 +78,22 @@ def train_tiny(model_cls, adata, split=None, *, max_epochs=5, accelerator="cpu",
     return model
 
 
+@pytest.fixture(scope="session")
+def _trained_scvi_dir(_pbmc_small_master, tmp_path_factory, accelerator):
+    """Train the tiny baseline once per session and save it; tests load private copies."""
+    adata = _pbmc_small_master.copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    scvi.settings.seed = 0
+    model = train_tiny(sf.model.SCVI, adata, split, accelerator=accelerator)
+    path = tmp_path_factory.mktemp("trained_scvi")
+    model.save(path, save_anndata=False, overwrite=True)
+    return path
+
+
 @pytest.fixture
-def trained_scvi(pbmc_small, dc_split, accelerator):
-    return train_tiny(sf.model.SCVI, pbmc_small, dc_split, accelerator=accelerator)
+def trained_scvi(pbmc_small, _trained_scvi_dir, accelerator):
+    """A tiny scforget SCVI trained 5 epochs on ``dc_split.train`` (a fresh copy per test)."""
+    return sf.model.SCVI.load(_trained_scvi_dir, adata=pbmc_small, accelerator=accelerator)
 
 
 def state_snapshot(model) -> dict:

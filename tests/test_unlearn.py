@@ -101,9 +101,25 @@ def test_seed_makes_unlearning_reproducible_and_restores_rng(trained_scvi, dc_sp
     assert not same_state(a, state_snapshot(c))
 
 
-def test_retrain_forgets_and_keeps_utility(pbmc_small, dc_split):
+@pytest.fixture(scope="module")
+def _base25_dir(_pbmc_small_master, tmp_path_factory):
+    adata = _pbmc_small_master.copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    scvi.settings.seed = 0
+    path = tmp_path_factory.mktemp("base25")
+    train_tiny(sf.model.SCVI, adata, split, max_epochs=25).save(path, save_anndata=False, overwrite=True)
+    return path
+
+
+@pytest.fixture
+def base25(_base25_dir, pbmc_small):
+    """A baseline trained 25 epochs (long enough for a membership gap), fresh per test."""
+    return sf.model.SCVI.load(_base25_dir, adata=pbmc_small)
+
+
+def test_retrain_forgets_and_keeps_utility(base25, dc_split):
     """Forget-set likelihood under the retrained model is worse than under the baseline, held-out holds."""
-    base = train_tiny(sf.model.SCVI, pbmc_small, dc_split, max_epochs=25)
+    base = base25
     retrained = base.unlearn(dc_split.forget, method="retrain", seed=0, **QUIET)
     assert retrained.unlearning_records_[-1]["epochs_run"] == 25  # same recipe
     forget_gain = mean_nll(retrained, dc_split.forget) - mean_nll(base, dc_split.forget)
@@ -118,8 +134,8 @@ def test_retrain_forgets_and_keeps_utility(pbmc_small, dc_split):
     assert rt_gap < base_gap
 
 
-def test_finetune_moves_forget_less_than_retain_fit_drops(pbmc_small, dc_split):
-    base = train_tiny(sf.model.SCVI, pbmc_small, dc_split, max_epochs=25)
+def test_finetune_moves_forget_less_than_retain_fit_drops(base25, dc_split):
+    base = base25
     ft = base.unlearn(dc_split.forget, method="finetune", max_epochs=10, seed=0, **QUIET)
     rel = lambda m, idx: (mean_nll(m, idx) - mean_nll(base, idx)) / mean_nll(base, idx)
     # fine-tuning on retain cells helps retain cells more than the (unseen) forget cells

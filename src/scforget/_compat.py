@@ -68,3 +68,23 @@ def registered_var_names(model: BaseModelClass):
     except (KeyError, AttributeError):
         return None
     return state.get("column_names", None)
+
+
+def module_inference(module, tensors: dict, **kwargs) -> dict:
+    """Run ``module.inference`` on a minibatch (wraps ``module._get_inference_input``)."""
+    return dict(module.inference(**inference_input(module, tensors), **kwargs))
+
+
+def module_generative(module, tensors: dict, inference_outputs: dict, **kwargs) -> dict:
+    """Run ``module.generative`` on a minibatch (wraps ``module._get_generative_input``)."""
+    return dict(module.generative(**generative_input(module, tensors, inference_outputs), **kwargs))
+
+
+def inference_input(module, tensors: dict) -> dict:
+    """Keyword arguments of ``module.inference`` for a minibatch (wraps ``module._get_inference_input``)."""
+    return module._get_inference_input(tensors)
+
+
+def generative_input(module, tensors: dict, inference_outputs: dict) -> dict:
+    """Keyword arguments of ``module.generative`` (wraps ``module._get_generative_input``)."""
+    return module._get_generative_input(tensors, inference_outputs)

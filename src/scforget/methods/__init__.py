@@ -16,9 +16,15 @@ from ._unlearn import check_model, unlearn
 # one module per method; importing registers it
 from ._retrain import retrain  # isort: skip
 from ._finetune import FinetunePlan  # isort: skip
+from ._gisa import GISAPlan  # isort: skip
+from ._frozen_critic import FrozenCriticPlan  # isort: skip
+from ._extragradient import ExtraGradientPlan, extragradient_step, simultaneous_gda_step  # isort: skip
 
 __all__ = [
+    "ExtraGradientPlan",
     "FinetunePlan",
+    "FrozenCriticPlan",
+    "GISAPlan",
     "MethodSpec",
     "RetainForgetDataModule",
     "UnlearnContext",
@@ -26,10 +32,12 @@ __all__ = [
     "available",
     "check_model",
     "clone_model",
+    "extragradient_step",
     "frozen_batchnorm",
     "get_method",
     "register",
     "retrain",
+    "simultaneous_gda_step",
     "training_recipe",
     "unlearn",
     "verify_forgotten",

@@ -142,6 +142,7 @@ def register(
     reference: str = "",
     default_epochs: Callable[[int], int] | None = None,
     extra_params: Iterable[str] = (),
+    runner: Callable[[type], RunFunction] | None = None,
     overwrite: bool = False,
 ) -> MethodSpec:
     """Register an unlearning method so that ``unlearn(..., method=name)`` can run it.
@@ -171,6 +172,9 @@ def register(
         (at least one) for training methods and 0 for parameter edits.
     extra_params
         Further accepted hyper-parameter names, for a ``function`` that takes ``**kwargs``.
+    runner
+        For ``plan``: a factory ``runner(plan) -> run`` replacing the default TrainRunner-based runner
+        (e.g. to prepare data a plan needs before training).
     overwrite
         Replace an existing registration of ``name``.
 
@@ -188,7 +192,7 @@ def register(
         params, defaults = _plan_params(plan)
         shown = _plan_own_params(plan, params)
         kind = kind or "training"
-        run = run_training_plan(plan)
+        run = (runner or run_training_plan)(plan)
         default_epochs = default_epochs or (lambda e: max(1, round(0.1 * e)))
     else:
         params, defaults = _function_params(function)
