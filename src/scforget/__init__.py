@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, datasets, methods, model, train
+from . import data, datasets, fisher, methods, model, train
 from .methods import unlearn
 
 try:
@@ -17,4 +17,4 @@ _logger = logging.getLogger("scforget")
 if not _logger.handlers:
     _logger.addHandler(logging.NullHandler())
 
-__all__ = ["data", "datasets", "methods", "model", "train", "unlearn", "__version__"]
+__all__ = ["data", "datasets", "fisher", "methods", "model", "train", "unlearn", "__version__"]

@@ -19,6 +19,9 @@ from ._finetune import FinetunePlan  # isort: skip
 from ._gisa import GISAPlan  # isort: skip
 from ._frozen_critic import FrozenCriticPlan  # isort: skip
 from ._extragradient import ExtraGradientPlan, extragradient_step, simultaneous_gda_step  # isort: skip
+from ._ssd import ssd  # isort: skip
+from ._fisher_forgetting import fisher_forgetting  # isort: skip
+from ._relative_fisher import relative_fisher  # isort: skip
 
 __all__ = [
     "ExtraGradientPlan",
@@ -33,11 +36,14 @@ __all__ = [
     "check_model",
     "clone_model",
     "extragradient_step",
+    "fisher_forgetting",
     "frozen_batchnorm",
     "get_method",
     "register",
+    "relative_fisher",
     "retrain",
     "simultaneous_gda_step",
+    "ssd",
     "training_recipe",
     "unlearn",
     "verify_forgotten",

@@ -1,0 +1,121 @@
+"""Relative-Fisher scrubbing: edit parameters by how much more they matter to forget than retain cells."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from ._registry import UnlearnContext, register
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+
+def _check_positive(value: float, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
+
+
+def relative_fisher(
+    model: BaseModelClass,
+    ctx: UnlearnContext,
+    *,
+    mode: Literal["dampen", "noise"] = "dampen",
+    threshold: float = 1.0,
+    strength: float = 1.0,
+    noise_scale: float = 0.1,
+    damping: float = 1e-8,
+    max_retain_cells: int | None = None,
+    fisher_batch_size: int = 128,
+) -> None:
+    """Scrub parameters in proportion to their forget/retain Fisher ratio.
+
+    The reference study's proposed follow-up: with ``I_f`` and ``I_r`` the per-sample diagonal
+    Fisher of forget and retain cells (:func:`scforget.fisher.diagonal`) and the ratio
+    ``r = I_f / (I_r + damping)``, parameters with ``r <= threshold`` (those that matter at least as
+    much to retain cells, per cell) are left alone. The others are
+
+    - ``mode="dampen"``: multiplied by ``(threshold / r) ** strength``, a factor in ``(0, 1)`` that
+      falls continuously from 1 at the threshold (no sign flips); or
+    - ``mode="noise"``: perturbed by Gaussian noise of standard deviation
+      ``noise_scale * (1 - threshold / r) * rms(tensor)``, seeded by ``ctx.seed``.
+
+    Compared with :func:`~scforget.methods.ssd`, there is no hard selection margin: the edit grows
+    smoothly with specialisation. Parameters that receive no gradient are left alone and listed in
+    the record. The method does not train (``max_epochs`` must be 0).
+
+    Parameters
+    ----------
+    model
+        Model edited in place.
+    ctx
+        The resolved unlearning context.
+    mode
+        ``"dampen"`` or ``"noise"``.
+    threshold
+        Ratio above which a parameter is edited.
+    strength
+        Exponent of the dampening factor.
+    noise_scale
+        Noise standard deviation relative to the tensor's root mean square (``mode="noise"``).
+    damping
+        Added to ``I_r`` in the ratio.
+    max_retain_cells
+        Estimate ``I_r`` on a random subset of this many retain cells (seeded); ``None`` uses all.
+    fisher_batch_size
+        Minibatch size of the Fisher computations.
+    """
+    from scforget.fisher import diagonal
+    from scforget.fisher._edits import edit_summary, snapshot, subsample
+
+    if mode not in ("dampen", "noise"):
+        raise ValueError(f"`mode` must be 'dampen' or 'noise'; got {mode!r}.")
+    _check_positive(threshold, "threshold")
+    _check_positive(strength, "strength")
+    _check_positive(noise_scale, "noise_scale")
+    if isinstance(damping, bool) or not isinstance(damping, int | float) or damping < 0:
+        raise ValueError(f"`damping` must be a non-negative number; got {damping!r}.")
+    if ctx.max_epochs:
+        raise ValueError(
+            f"'relative_fisher' edits parameters without training, so `max_epochs` must be 0 (got {ctx.max_epochs}). "
+            "For a retain fine-tune afterwards, run unlearn(result, forget, method='finetune')."
+        )
+    progress = bool(ctx.trainer_kwargs.get("enable_progress_bar", False))
+    retain = subsample(ctx.retain, max_retain_cells, ctx.seed)
+    f_forget = diagonal(model, ctx.forget, batch_size=fisher_batch_size, progress_bar=progress)
+    f_retain = diagonal(model, retain, batch_size=fisher_batch_size, progress_bar=progress)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if ctx.seed is None else int(ctx.seed))
+    before = snapshot(model.module)
+    n_selected = 0
+    with torch.no_grad():
+        for name, p in model.module.named_parameters():
+            if name not in f_forget or name not in f_retain:
+                continue
+            ratio = f_forget[name] / (f_retain[name] + damping)
+            selected = ratio > threshold
+            n_selected += int(selected.sum())
+            if not bool(selected.any()):
+                continue
+            if mode == "dampen":
+                factor = torch.where(selected, (threshold / ratio.clamp_min(1e-300)) ** strength, 1.0)
+                p.mul_(factor.to(device=p.device, dtype=p.dtype))
+            else:
+                rms = float(p.detach().double().square().mean().sqrt())
+                std = noise_scale * rms * torch.where(selected, 1.0 - threshold / ratio.clamp_min(1e-300), 0.0)
+                noise = torch.randn(std.shape, generator=generator, dtype=torch.float64) * std
+                p.add_(noise.to(device=p.device, dtype=p.dtype))
+    ctx.info.update(edit_summary(model.module, before))
+    ctx.info["n_selected"] = n_selected
+    ctx.info["no_gradient"] = list(f_forget.no_gradient)
+    ctx.info["n_retain_fisher_cells"] = int(retain.size)
+    ctx.info["fisher_seconds"] = f_forget.seconds + f_retain.seconds
+
+
+register(
+    "relative_fisher",
+    function=relative_fisher,
+    description="Dampen (or noise) parameters by their forget/retain Fisher ratio above a threshold.",
+    reference="Proposed as future work by the reference study (Fishing for Privacy); cf. Foster et al. 2024",
+)

@@ -1,0 +1,252 @@
+"""The Fisher engine, parameter categories, overlap diagnostics and the unlearnability check."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+
+import scforget as sf
+from scforget import fisher
+from scforget.fisher._overlap import overlap_table
+
+from .conftest import state_snapshot, train_tiny
+
+NO_GRAD_NB = {
+    "l_encoder.encoder.fc_layers.Layer 0.0.weight",
+    "l_encoder.mean_encoder.weight",
+    "decoder.px_r_decoder.weight",
+    "decoder.px_r_decoder.bias",
+    "decoder.px_dropout_decoder.weight",
+    "decoder.px_dropout_decoder.bias",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny models on a shared CPU run much faster single-threaded; restored afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def scvi_model(_pbmc_small_master):
+    adata = _pbmc_small_master.copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    scvi.settings.seed = 0
+    return train_tiny(sf.model.SCVI, adata, split, max_epochs=3), split
+
+
+@pytest.fixture(scope="module")
+def cond_model(_pbmc_small_master):
+    adata = _pbmc_small_master.copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    scvi.settings.seed = 0
+    return train_tiny(sf.model.CondSCVI, adata, split, max_epochs=3), split
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm()) if float(b.norm()) > 0 else float(a.norm())
+
+
+@pytest.mark.parametrize("which", ["scvi", "condscvi"])
+@pytest.mark.parametrize("estimator", ["per_sample", "sampled"])
+def test_vectorised_matches_per_cell_loop(which, estimator, scvi_model, cond_model):
+    model, split = scvi_model if which == "scvi" else cond_model
+    cells = np.concatenate([split.forget[:10], split.retain[:30]])
+    fast = fisher.diagonal(model, cells, estimator=estimator, batch_size=16, progress_bar=False)
+    slow = fisher.diagonal(model, cells, estimator=estimator, batch_size=16, engine="loop", progress_bar=False)
+    assert fast.keys() == slow.keys()
+    assert set(slow.engines.values()) == {"loop"}
+    assert "hook" in set(fast.engines.values())
+    for k in slow:
+        assert _rel_err(fast[k], slow[k]) < 1e-5, k
+        assert float(slow[k].norm()) > 0, k
+    # the layer hooks really are what is being checked, not the fallback
+    n_hook = sum(fast[k].numel() for k, e in fast.engines.items() if e == "hook")
+    assert n_hook > 0.8 * sum(v.numel() for v in fast.values())
+
+
+def test_per_batch_with_batches_of_one_is_per_sample(scvi_model):
+    model, split = scvi_model
+    cells = split.retain[:20]
+    per_sample = fisher.diagonal(model, cells, return_gradient=True, progress_bar=False)
+    per_batch_1 = fisher.diagonal(model, cells, estimator="per_batch", batch_size=1, progress_bar=False)
+    per_batch_20 = fisher.diagonal(model, cells, estimator="per_batch", batch_size=20, progress_bar=False)
+    name = "decoder.px_scale_decoder.0.weight"
+    assert _rel_err(per_batch_1[name], per_sample[name]) < 1e-5
+    # a batch of 20 gives (sum of gradients)^2 / 20, which is not the per-sample Fisher
+    assert _rel_err(per_batch_20[name], per_sample[name]) > 1e-2
+    expected = per_sample.mean_gradient[name].square() * 20
+    assert _rel_err(per_batch_20[name], expected) < 1e-5
+
+
+def test_no_gradient_parameters_are_reported_not_zero(scvi_model):
+    model, split = scvi_model
+    result = fisher.diagonal(model, split.forget, progress_bar=False)
+    assert NO_GRAD_NB <= set(result.no_gradient)
+    assert not NO_GRAD_NB & set(result)
+    names = {k for k, _ in model.module.named_parameters()}
+    assert set(result) | set(result.no_gradient) == names
+    assert "px_r" in result and "decoder.px_scale_decoder.0.weight" in result
+    assert result.n_cells == split.forget.size
+
+
+def test_diagonal_leaves_model_and_rng_untouched(scvi_model):
+    model, split = scvi_model
+    before = state_snapshot(model)
+    flags = {k: p.requires_grad for k, p in model.module.named_parameters()}
+    model.module.train()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fisher.diagonal(model, split.forget[:8], progress_bar=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert model.module.training
+    model.module.eval()
+    now = model.module.state_dict()
+    assert all(torch.equal(now[k], before[k]) for k in before)
+    assert flags == {k: p.requires_grad for k, p in model.module.named_parameters()}
+
+
+def test_diagonal_bad_input_fails_early(scvi_model):
+    model, split = scvi_model
+    with pytest.raises(ValueError, match="estimator"):
+        fisher.diagonal(model, split.forget, estimator="per_cell")
+    with pytest.raises(ValueError, match="batch_size"):
+        fisher.diagonal(model, split.forget, batch_size=0)
+    with pytest.raises(ValueError):
+        fisher.diagonal(model, [model.adata.n_obs + 5])
+    with pytest.raises(TypeError, match="model"):
+        fisher.diagonal(object(), [0])
+
+
+def _check_cover(model):
+    table = fisher.categories(model)
+    for name, p in model.module.named_parameters():
+        rows = table[table["parameter"] == name]
+        assert rows["n_params"].sum() == p.numel(), name
+        if len(rows) > 1:  # split weight: column blocks tile the columns exactly
+            cols = sorted(zip(rows["col_start"], rows["col_stop"], strict=True))
+            assert cols[0][0] == 0 and cols[-1][1] == p.shape[1]
+            assert all(a[1] == b[0] for a, b in zip(cols, cols[1:], strict=False))
+    assert set(table["parameter"]) == {k for k, _ in model.module.named_parameters()}
+    return table
+
+
+def test_categories_cover_scvi(scvi_model):
+    table = _check_cover(scvi_model[0])
+    cat = dict(zip(table["parameter"], table["category"].astype(str), strict=False))
+    assert cat["z_encoder.mean_encoder.weight"] == "bottleneck"
+    assert cat["z_encoder.encoder.fc_layers.Layer 0.0.weight"] == "encoder"
+    assert cat["decoder.px_decoder.fc_layers.Layer 0.0.weight"] == "decoder_hidden"
+    assert cat["decoder.px_scale_decoder.0.weight"] == "decoder_output"
+    assert cat["px_r"] == "decoder_output"
+    assert not (table["category"] == "label_specific").any()
+
+
+def test_categories_cover_condscvi_and_split_label_columns(cond_model):
+    model, _ = cond_model
+    table = _check_cover(model)
+    n_labels = model.adata.obs["cell_type"].nunique()
+    label = table[table["category"] == "label_specific"]
+    assert "per_ct_bias" in set(label["parameter"])
+    first = label[label["parameter"] == "decoder.fc_layers.Layer 0.0.weight"]
+    assert len(first) == 1 and int(first["col_stop"].iloc[0] - first["col_start"].iloc[0]) == n_labels
+
+
+@pytest.mark.filterwarnings("ignore:.*hasn't been trained.*")
+def test_categories_cover_scanvi(scvi_model):
+    model, _ = scvi_model
+    adata = model.adata.copy()
+    scvi.model.SCVI.setup_anndata(adata)
+    base = scvi.model.SCVI(adata, n_hidden=16, n_latent=4)
+    scanvi = scvi.model.SCANVI.from_scvi_model(base, unlabeled_category="unknown", labels_key="cell_type")
+    table = _check_cover(scanvi)
+    label = table[table["category"] == "label_specific"]
+    assert {"encoder_z2_z1.encoder.fc_layers.Layer 0.0.weight"} <= set(label["parameter"])
+
+
+def test_overlap_of_a_set_with_itself_is_one(scvi_model):
+    model, split = scvi_model
+    f = fisher.diagonal(model, split.forget, progress_bar=False)
+    table = overlap_table(f, f, fisher.categories(model), damping=1e-8)
+    np.testing.assert_allclose(table["cosine"], 1.0, rtol=1e-9)
+    np.testing.assert_allclose(table["top_1%"], 1.0)
+    np.testing.assert_allclose(table["log_fisher_pearson"], 1.0, rtol=1e-9)
+
+
+def test_overlap_table_null_and_per_gene(scvi_model):
+    model, split = scvi_model
+    retain = split.retain[::3]  # a third of the retain cells keeps the test fast
+    ov = fisher.overlap(model, split.forget, retain, n_null=3, progress_bar=False)
+    t = ov.table
+    assert t.index[0] == "global"
+    assert {"encoder", "bottleneck", "decoder_hidden", "decoder_output"} <= set(t.index)
+    for col in ("cosine", "log_fisher_pearson", "top_0.1%", "top_1%", "top_10%", "eff_rank_ratio", "null_cosine"):
+        assert t[col].notna().all(), col
+    assert ((t["cosine"] > 0) & (t["cosine"] <= 1 + 1e-12)).all()
+    assert (t["null_cosine_sd"] >= 0).all()
+    # no-gradient parameters are excluded from the counts, not folded in as zeros
+    assert t.loc["global", "n_no_gradient"] > 0
+    n_grad = sum(v.numel() for v in ov.forget.values())
+    assert t.loc["global", "n_params"] == n_grad
+    # the forget cells (a distinct cell type) overlap the retain cells less than random retain subsets do
+    assert t.loc["global", "cosine"] < t.loc["global", "null_cosine"]
+    assert len(ov.per_gene) == model.adata.n_vars
+    assert ov.per_gene["cosine"].between(0, 1 + 1e-9).all()
+    np.testing.assert_allclose(ov.per_gene["forget_mass"].sum(), 1.0)
+    fig = ov.plot_scatter(show=False, max_points=500)
+    ax = ov.plot_categories(show=False)
+    assert len(fig.axes) == len(t) - 1 and ax.get_ylabel() == "Fisher cosine"
+
+
+def test_overlap_validates_input(scvi_model):
+    model, split = scvi_model
+    with pytest.raises(ValueError, match="both"):
+        fisher.overlap(model, split.forget, split.forget, progress_bar=False)
+    with pytest.raises(ValueError, match="null"):
+        fisher.overlap(model, split.forget, null="shuffled", progress_bar=False)
+    with pytest.raises(ValueError, match="damping"):
+        fisher.overlap(model, split.forget, damping=-1.0, progress_bar=False)
+
+
+def test_classifier_baseline_table(scvi_model):
+    model, split = scvi_model
+    cells = np.union1d(split.forget, split.retain[::3])
+    cb = fisher.classifier_baseline(
+        model.adata,
+        "cell_type",
+        "DC",
+        model=model,
+        forget=split.forget,
+        cells=cells,
+        max_iter=15,
+        n_null=2,
+        n_hidden=32,
+    )
+    assert list(cb.table.index.names) == ["model", "category"]
+    assert set(cb.table.index.get_level_values("model")) == {"linear_probe", "mlp"}
+    assert {("mlp", "hidden"), ("mlp", "output"), ("mlp", "global")} <= set(cb.table.index)
+    assert cb.table["cosine"].between(0, 1 + 1e-9).all()
+    assert cb.table["null_cosine"].notna().all()
+    assert (cb.accuracy["train"] > 0.5).all()
+    with pytest.raises(ValueError, match="forget_label"):
+        fisher.classifier_baseline(model.adata, "cell_type", "Neuron", model=model)
+
+
+def test_unlearnability_verdict(scvi_model):
+    model, split = scvi_model
+    u = fisher.unlearnability(model, split.forget, split.retain[::4], n_null=2, progress_bar=False)
+    assert u.verdict in {"entangled", "partly separable", "separable"}
+    assert isinstance(u.evidence, pd.DataFrame) and "relative_overlap" in u.evidence
+    assert np.isfinite(u.retrain_seconds) and u.retrain_seconds > 0
+    assert f"{u.retrain_seconds:,.0f} s" in str(u)
