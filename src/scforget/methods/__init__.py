@@ -16,6 +16,11 @@ from ._unlearn import check_model, unlearn
 # one module per method; importing registers it
 from ._retrain import retrain  # isort: skip
 from ._finetune import FinetunePlan  # isort: skip
+from ._gradient_ascent import GradientAscentPlan  # isort: skip
+from ._neggrad_plus import NegGradPlusPlan  # isort: skip
+from ._scrub import SCRUBPlan  # isort: skip
+from ._contrastive import ContrastivePlan  # isort: skip
+from ._bad_teacher import BadTeacherPlan  # isort: skip
 from ._gisa import GISAPlan  # isort: skip
 from ._frozen_critic import FrozenCriticPlan  # isort: skip
 from ._extragradient import ExtraGradientPlan, extragradient_step, simultaneous_gda_step  # isort: skip
@@ -24,12 +29,17 @@ from ._fisher_forgetting import fisher_forgetting  # isort: skip
 from ._relative_fisher import relative_fisher  # isort: skip
 
 __all__ = [
+    "BadTeacherPlan",
+    "ContrastivePlan",
     "ExtraGradientPlan",
     "FinetunePlan",
     "FrozenCriticPlan",
     "GISAPlan",
+    "GradientAscentPlan",
     "MethodSpec",
+    "NegGradPlusPlan",
     "RetainForgetDataModule",
+    "SCRUBPlan",
     "UnlearnContext",
     "UnlearningTrainingPlan",
     "available",

@@ -1,0 +1,87 @@
+"""NegGrad+: descend on retain cells and ascend on forget cells in one joint loss."""
+
+from __future__ import annotations
+
+from ._base import UnlearningTrainingPlan
+from ._distill import ForgetCeiling, check_positive, check_weights
+from ._registry import register
+
+
+class NegGradPlusPlan(UnlearningTrainingPlan):
+    """Minimise ``retain_loss − λ·min(forget_loss, ceiling)`` on paired retain/forget minibatches.
+
+    Every step pairs a retain minibatch with a forget minibatch and takes one Adam step on the
+    joint loss. Both losses are the model's own training objective (negative ELBO with the
+    observed library size, mean over cells). The forget term is clamped at ``forget_bound`` times
+    its starting value: past that ceiling its gradient is zero and the step is plain retain
+    fine-tuning, so the ascent cannot diverge (the negative-binomial likelihood of a cell can be
+    driven to zero, which an unbounded ascent would chase). BatchNorm statistics never see forget
+    cells.
+
+    Parameters
+    ----------
+    module
+        The model's module.
+    lr
+        Learning rate of Adam.
+    lam
+        Weight λ of the forget (ascent) term.
+    forget_bound
+        Ceiling of the forget term as a multiple of its starting value (``None``: unbounded, as in
+        the published method).
+    clip_grad_norm
+        Gradient-norm clip of every step.
+    **kwargs
+        See :class:`~scforget.train.UnlearningTrainingPlan`.
+
+    Notes
+    -----
+    Records per-epoch ``forget_loss``, ``retain_loss`` and ``objective`` (the joint loss). The
+    default λ = 0.1 is the value of the NeurIPS 2023 challenge report.
+
+    References
+    ----------
+    NegGrad+ :cite:p:`kurmanji2023towards`; the "advanced NegGrad" of :cite:p:`choi2023towards`
+    with the λ weighting and λ = 0.1 of :cite:p:`suprun2023pursuit` (NeurIPS 2023 unlearning
+    challenge report).
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        lr: float = 1e-3,
+        lam: float = 0.1,
+        forget_bound: float | None = 1.5,
+        clip_grad_norm: float | None = 1.0,
+        **kwargs,
+    ):
+        check_positive("lr", lr)
+        check_weights(lam=lam)
+        check_positive("forget_bound", forget_bound, allow_none=True)
+        if forget_bound is not None and forget_bound <= 1:
+            raise ValueError(f"`forget_bound` must be above 1 (a multiple of the starting loss); got {forget_bound}.")
+        super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
+        self.lam = float(lam)
+        self.ceiling = ForgetCeiling(forget_bound)
+
+    def training_step(self, batch, batch_idx):
+        """One step on the joint loss."""
+        retain, forget = self.split_batch(batch)
+        self.refresh_kl_weight()
+        _, _, r_out = self.retain_loss(retain)
+        _, _, f_out = self.forget_loss(forget)
+        loss = r_out.loss - self.lam * self.ceiling.bounded(f_out.loss)
+        self.track("retain_loss", r_out.loss, self.batch_size_of(retain))
+        self.track("forget_loss", f_out.loss, self.batch_size_of(forget))
+        self.track("objective", loss, self.batch_size_of(retain))
+        return loss
+
+
+register(
+    "neggrad_plus",
+    plan=NegGradPlusPlan,
+    description="Joint retain descent and bounded forget ascent, retain_loss − λ·forget_loss (default: 10% of "
+    "training epochs).",
+    reference="kurmanji2023towards; choi2023towards; suprun2023pursuit",
+)

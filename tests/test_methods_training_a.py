@@ -1,0 +1,219 @@
+"""Acceptance tests of gradient_ascent, neggrad_plus, scrub, contrastive and bad_teacher."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import scvi
+import torch
+from torch import nn
+
+import scforget as sf
+
+# importing a method module registers the method
+import scforget.methods._bad_teacher
+import scforget.methods._contrastive
+import scforget.methods._gradient_ascent
+import scforget.methods._neggrad_plus
+import scforget.methods._scrub
+from scforget.methods._distill import (
+    divergence,
+    frozen_copy,
+    incompetent_copy,
+    output_kl,
+    posterior_kl,
+    teacher_outputs,
+)
+
+from .conftest import mean_nll, same_state, state_snapshot
+
+METHODS = ["gradient_ascent", "neggrad_plus", "scrub", "contrastive", "bad_teacher"]
+EPOCHS = 3
+# gradient ascent spends its first `ascent_steps` steps on forget cells only; keep some retain steps
+# in this short run so that the BatchNorm check below sees train-mode forwards
+KWARGS = {"gradient_ascent": {"ascent_steps": 8}}
+
+
+@pytest.fixture(scope="module")
+def setup(_pbmc_small_master):
+    """A small model trained once for the module: all DC cells plus a random subset of the others."""
+    full = _pbmc_small_master
+    rng = np.random.default_rng(0)
+    dc = np.flatnonzero(full.obs["cell_type"].to_numpy() == "DC")
+    other = rng.choice(np.setdiff1d(np.arange(full.n_obs), dc), size=600, replace=False)
+    adata = full[np.sort(np.concatenate([dc, other]))].copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    scvi.settings.seed = 0
+    sf.model.SCVI.setup_anndata(adata)
+    model = sf.model.SCVI(adata, n_hidden=32, n_latent=5, gene_likelihood="nb")
+    model.train(
+        max_epochs=30,
+        batch_size=128,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        plan_kwargs={"lr": 1e-2},
+        datasplitter_kwargs=split.datasplitter_kwargs(),
+    )
+    return model, split
+
+
+class _ForgetBatchNormWatch:
+    """Flags any train-mode BatchNorm forward of the student on a batch holding forget cells.
+
+    A pre-hook on the student's encoder of ``z`` identifies the cells of each forward from their
+    counts (the encoder receives ``log1p`` counts); the hooks on the BatchNorm layers that follow in
+    the same forward pass check the mode. Teachers are separate copies and are not hooked.
+    """
+
+    def __init__(self, module: nn.Module, forget_counts: np.ndarray):
+        self.forget = {row.tobytes() for row in np.rint(forget_counts).astype(np.int64)}
+        self.current_has_forget = False
+        self.train_calls = 0
+        self.violations = 0
+        self.handles = [module.z_encoder.register_forward_pre_hook(self._encoder)]
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                self.handles.append(m.register_forward_pre_hook(self._bn))
+
+    def _encoder(self, _mod, args):
+        x = torch.expm1(args[0].detach()).round().to(torch.int64).cpu().numpy()
+        self.current_has_forget = any(row.tobytes() in self.forget for row in x)
+
+    def _bn(self, mod, _args):
+        if mod.training:
+            self.train_calls += 1
+            self.violations += int(self.current_has_forget)
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def watch_batchnorm(model, forget):
+    """Hook the module that :func:`scforget.unlearn` trains (the clone) through ``clone_model``."""
+    import scforget.methods._unlearn as unlearn_mod
+
+    counts = model.adata.X[forget]
+    counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+    watches = []
+    original = unlearn_mod.clone_model
+
+    def cloning(m):
+        new = original(m)
+        watches.append(_ForgetBatchNormWatch(new.module, counts))
+        return new
+
+    unlearn_mod.clone_model = cloning
+    try:
+        yield watches
+    finally:
+        unlearn_mod.clone_model = original
+        for w in watches:
+            w.remove()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_forgets_and_keeps_input(setup, method, tmp_path):
+    model, split = setup
+    snap = state_snapshot(model)
+    f0, r0 = mean_nll(model, split.forget), mean_nll(model, split.retain)
+    with watch_batchnorm(model, split.forget) as watches:
+        new = sf.unlearn(
+            model,
+            split.forget,
+            method=method,
+            seed=0,
+            max_epochs=EPOCHS,
+            enable_progress_bar=False,
+            **KWARGS.get(method, {}),
+        )
+    # the input model is bit-identical, the output differs
+    assert same_state(model, snap)
+    assert new is not model and not same_state(new, snap)
+    # forget cells got less likely; retain cells moved less (relative)
+    f1, r1 = mean_nll(new, split.forget), mean_nll(new, split.retain)
+    rel_f, rel_r = (f1 - f0) / f0, (r1 - r0) / r0
+    assert rel_f > 0, (method, f0, f1)
+    assert rel_f > abs(rel_r), (method, rel_f, rel_r)
+    # BatchNorm statistics never saw a forget cell in train mode (and the hooks did fire)
+    (watch,) = watches
+    assert watch.train_calls > 0
+    assert watch.violations == 0
+    # per-epoch losses recorded, and kept through save/load
+    rec = new.unlearning_records_[-1]
+    assert rec["method"] == method
+    for key in ("forget_loss", "retain_loss"):
+        assert len(rec["history"][key]) == rec["epochs_run"] == EPOCHS
+        assert all(np.isfinite(rec["history"][key]))
+    new.save(str(tmp_path / "m"), save_anndata=False)
+    loaded = sf.model.SCVI.load(str(tmp_path / "m"), adata=model.adata)
+    assert loaded.unlearning_records_[-1]["history"] == rec["history"]
+    assert loaded.unlearning_records_[-1]["params"] == rec["params"]
+
+
+@pytest.mark.parametrize(
+    ("method", "typo"),
+    [
+        ("gradient_ascent", {"ascent_step": 3}),
+        ("neggrad_plus", {"lamda": 0.1}),
+        ("scrub", {"max_step_epochs": 1}),
+        ("contrastive", {"encoder_onyl": True}),
+        ("bad_teacher", {"retain_fracton": 0.5}),
+    ],
+)
+def test_misspelled_keyword_fails_before_training(setup, method, typo):
+    model, split = setup
+    snap = state_snapshot(model)
+    with pytest.raises(TypeError, match="Did you mean"):
+        sf.unlearn(model, split.forget, method=method, max_epochs=1, **typo)
+    with pytest.raises(TypeError, match="Did you mean"):
+        sf.unlearn(model, split.forget, method=method, max_epochs=1, plan_kwargs=typo)
+    assert same_state(model, snap)
+
+
+@pytest.mark.parametrize(
+    ("method", "bad"),
+    [
+        ("gradient_ascent", {"forget_bound": 0.5}),
+        ("neggrad_plus", {"lam": -1.0}),
+        ("scrub", {"max_steps_epochs": -1}),
+        ("contrastive", {"margin": 0.0}),
+        ("bad_teacher", {"retain_sampling": "nearest"}),
+    ],
+)
+def test_bad_values_fail_before_training(setup, method, bad):
+    model, split = setup
+    snap = state_snapshot(model)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        sf.unlearn(model, split.forget, method=method, max_epochs=1, **bad)
+    assert same_state(model, snap)
+    assert not hasattr(model, "unlearning_records_") or not model.unlearning_records_
+
+
+def test_divergences_zero_for_identical_and_positive_for_random(setup):
+    model, split = setup
+    module = model.module
+    tensors = next(iter(model._make_data_loader(adata=model.adata, indices=split.forget, batch_size=64)))
+    a = teacher_outputs(frozen_copy(module), tensors)
+    b = teacher_outputs(frozen_copy(module), tensors)
+    torch.manual_seed(0)
+    rand = teacher_outputs(incompetent_copy(module), tensors)
+    assert torch.allclose(divergence(a, b), torch.zeros(len(split.forget)), atol=1e-5)
+    assert (posterior_kl(a.qz, rand.qz) > 0).all()
+    assert (output_kl(a.px, rand.px) > 0).all()
+
+
+def test_incompetent_teacher_is_seeded_and_untrained(setup):
+    model, _ = setup
+    torch.manual_seed(1)
+    one = incompetent_copy(model.module).state_dict()
+    torch.manual_seed(1)
+    two = incompetent_copy(model.module).state_dict()
+    trained = model.module.state_dict()
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    weights = [k for k in one if k.endswith("weight") and one[k].ndim == 2]
+    assert weights and all(not torch.equal(one[k], trained[k]) for k in weights)
+    assert not any(p.requires_grad for p in incompetent_copy(model.module).parameters())
