@@ -85,3 +85,20 @@ def record_training_call(model: BaseModelClass, arguments: dict[str, Any]) -> No
             del plan_kwargs[k]
     recipe["plan_kwargs"] = plan_kwargs
     setattr(model, RECIPE_ATTR, recipe)
+
+
+#: Recipe entries passed to ``model.train()`` as keywords when a model is retrained.
+TRAIN_KEYWORDS = (
+    "lr",
+    "early_stopping",
+    "early_stopping_patience",
+    "early_stopping_monitor",
+    "early_stopping_min_delta",
+    "gradient_clip_val",
+    "check_val_every_n_epoch",
+)
+
+
+def recipe_train_kwargs(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``train()`` (besides epochs, batch size and plan arguments) in ``recipe``."""
+    return {k: recipe[k] for k in TRAIN_KEYWORDS if k in recipe}

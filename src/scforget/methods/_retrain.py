@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scforget._clone import fresh_model
+from scforget._recipe import recipe_train_kwargs
 
 from ._registry import UnlearnContext, register
 
@@ -45,19 +46,7 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
     fresh = fresh_model(model)
     n_obs = model.adata.n_obs
     rest = np.setdiff1d(np.arange(n_obs), np.union1d(ctx.retain, ctx.validation))
-    train_kwargs = {
-        k: recipe[k]
-        for k in (
-            "lr",
-            "early_stopping",
-            "early_stopping_patience",
-            "early_stopping_monitor",
-            "early_stopping_min_delta",
-            "gradient_clip_val",
-            "check_val_every_n_epoch",
-        )
-        if k in recipe
-    }
+    train_kwargs = recipe_train_kwargs(recipe)
     train_kwargs.update(ctx.trainer_kwargs)
     train_kwargs.setdefault("enable_checkpointing", False)
     fresh.train(
