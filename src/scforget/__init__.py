@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, datasets, fisher, methods, model, train
+from . import data, datasets, fisher, methods, model, pl, privacy, train
 from .methods import unlearn
+from .privacy import audit
 
 try:
     __version__ = version("scforget")
@@ -17,4 +18,16 @@ _logger = logging.getLogger("scforget")
 if not _logger.handlers:
     _logger.addHandler(logging.NullHandler())
 
-__all__ = ["data", "datasets", "fisher", "methods", "model", "train", "unlearn", "__version__"]
+__all__ = [
+    "audit",
+    "data",
+    "datasets",
+    "fisher",
+    "methods",
+    "model",
+    "pl",
+    "privacy",
+    "train",
+    "unlearn",
+    "__version__",
+]

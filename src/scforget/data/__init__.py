@@ -1,6 +1,16 @@
-"""Forget sets, member/non-member splits and cell-index normalisation."""
+"""Forget sets, member/non-member splits, matched negatives and cell-index normalisation."""
 
 from ._index import CellSpec, as_positions
+from ._matched import MatchedNegatives, matched_negatives
 from ._splits import ForgetSplit, heldout_split, scattered_forget, structured_forget
 
-__all__ = ["CellSpec", "ForgetSplit", "as_positions", "heldout_split", "scattered_forget", "structured_forget"]
+__all__ = [
+    "CellSpec",
+    "ForgetSplit",
+    "MatchedNegatives",
+    "as_positions",
+    "heldout_split",
+    "matched_negatives",
+    "scattered_forget",
+    "structured_forget",
+]

@@ -1,0 +1,287 @@
+"""audit(): per-cell signals -> attacks -> metrics -> AuditReport."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from scforget._utils import close_matches
+from scforget.data import as_positions, matched_negatives
+from scforget.data._matched import never_trained
+
+from . import _attacks as A
+from . import _lira as L
+from ._checks import check_model
+from ._report import AuditReport
+from ._signals import assemble, compute_raw
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from scvi.model.base import BaseModelClass
+
+    from scforget.data import CellSpec
+
+
+def _check_attacks(attacks: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(attacks, str):
+        attacks = (attacks,)
+    out: list[str] = []
+    for a in attacks:
+        if a not in A.ATTACKS:
+            raise ValueError(
+                f"Unknown attack {a!r} in `attacks`.{close_matches(str(a), A.ATTACKS)} Available: {', '.join(A.ATTACKS)}."
+            )
+        if a not in out:
+            out.append(a)
+    if not out:
+        raise ValueError(f"`attacks` is empty; choose from {', '.join(A.ATTACKS)}.")
+    return tuple(out)
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def audit(
+    model: BaseModelClass,
+    adata: AnnData | None = None,
+    *,
+    members: CellSpec,
+    nonmembers: CellSpec | None = None,
+    matched: bool = False,
+    k: int = 10,
+    attacks: Sequence[str] = A.ATTACKS,
+    classifier: str = "logistic",
+    reference_models: Sequence[BaseModelClass] | None = None,
+    n_reference: int = 8,
+    reference_epochs: int | None = None,
+    n_folds: int = 5,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    groupby: str | Sequence[str] | None = None,
+    include_names: bool = False,
+    batch_size: int = 1024,
+    progress_bar: bool = True,
+) -> AuditReport:
+    """Membership-inference audit: can an attacker tell ``members`` from ``nonmembers``?
+
+    Per-cell signals are computed once (posterior mean, NB likelihood with the observed library
+    size); each attack turns them into a score oriented so that higher means "member"; the
+    summary reports AUC with a stratified bootstrap CI, advantage, TPR at low FPR and an
+    empirical epsilon bound per attack.
+
+    Attacks
+        ``loss`` (NB log-likelihood threshold), ``kl`` (KL to the prior), ``classifier``
+        (standardised signals and latent moments, stratified K-fold cross-fitting so every score is
+        out-of-fold, class-balanced, refit for every audited model), ``distance`` (mean distance to
+        the ``k`` nearest training cells outside the audited sets, in posterior-mean latent space),
+        ``lira`` (Carlini et al. 2022: reference models of the same architecture and recipe trained
+        on the model's other training cells plus a random half of the audited cells, per-cell
+        Gaussian fits of the NB log-likelihood; or user-supplied ``reference_models`` used as OUT
+        models, offline mode).
+
+    Parameters
+    ----------
+    model
+        A trained :class:`scvi.model.SCVI`, :class:`~scvi.model.CondSCVI`, :class:`~scvi.model.SCANVI`
+        or scforget model. It is not modified.
+    adata
+        Optional AnnData holding the same cells as ``model.adata`` (used for ``groupby`` columns).
+    members
+        Cells that were trained on (or were to be forgotten).
+    nonmembers
+        Cells never trained on. Default: every cell outside the model's training and validation
+        sets and ``members``. With ``matched=True`` this is the pool the matches are drawn from.
+    matched
+        Use as non-members the ``k`` nearest never-trained cells to each member in latent space
+        (:func:`scforget.data.matched_negatives`).
+    k
+        Neighbours for matching and for the ``distance`` attack.
+    attacks
+        Attacks to run.
+    classifier
+        ``"logistic"`` (logistic regression) or ``"mlp"`` (small spectral-normalised MLP).
+    reference_models
+        Trained models on the same AnnData that never saw the audited cells (e.g. retrained
+        models); used as LiRA's OUT models instead of training new ones.
+    n_reference
+        Reference models LiRA trains when ``reference_models`` is not given.
+    reference_epochs
+        Epochs per reference model; defaults to the model's recorded recipe.
+    n_folds
+        Folds of the classifier's cross-fitting.
+    n_bootstrap
+        Bootstrap resamples for the AUC confidence intervals.
+    seed
+        Seed of folds, bootstrap, reference designs and reference training.
+    groupby
+        ``adata.obs`` column(s) copied into the report for :meth:`AuditReport.by_group`.
+    include_names
+        Index ``report.per_cell`` by obs names (default: anonymous integer ids).
+    batch_size
+        Cells per minibatch for the signals.
+    progress_bar
+        Show progress bars.
+
+    Returns
+    -------
+    The :class:`AuditReport`.
+
+    Examples
+    --------
+    >>> report = scforget.privacy.audit(model, members=split.forget, nonmembers=split.holdout)
+    >>> report.summary()
+    """
+    # ---- validation, before any work ----
+    check_model(model)
+    names = model.adata.obs_names
+    obs = model.adata.obs
+    if adata is not None and adata is not model.adata:
+        if not pd.Index(adata.obs_names).equals(names):
+            raise ValueError(
+                "`adata` does not hold the same cells (obs_names, in order) as the model's AnnData; pass the "
+                "AnnData the model was set up with, or load the model with it."
+            )
+        obs = adata.obs
+    attacks = _check_attacks(attacks)
+    k = _check_int(k, "k", 1)
+    n_folds = _check_int(n_folds, "n_folds", 2)
+    n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", 0)
+    if classifier not in A.CLASSIFIERS:
+        raise ValueError(f"`classifier` must be one of {A.CLASSIFIERS}; got {classifier!r}.")
+    if groupby is None:
+        groups: tuple[str, ...] = ()
+    else:
+        groups = (groupby,) if isinstance(groupby, str) else tuple(groupby)
+    for g in groups:
+        if g not in obs.columns:
+            raise KeyError(f"`groupby`={g!r} is not a column of adata.obs.{close_matches(g, obs.columns)}")
+        if g in (*A.ATTACKS, "label"):
+            raise ValueError(f"`groupby` column {g!r} clashes with a report column; rename it.")
+    mem = as_positions(members, names, argument="members")
+    if nonmembers is None:
+        non = np.setdiff1d(never_trained(model), mem)
+        if non.size == 0:
+            raise ValueError(
+                "No non-members are available: the model was trained (or validated) on every cell outside "
+                "`members` (e.g. CondSCVI trains with train_size=1 by default). Pass `nonmembers=` with cells the "
+                "model never saw, or train with held-out cells."
+            )
+    else:
+        non = as_positions(nonmembers, names, argument="nonmembers")
+    overlap = np.intersect1d(mem, non)
+    if overlap.size:
+        raise ValueError(
+            f"{overlap.size} cell(s) are both in `members` and `nonmembers`; the two sets must be disjoint."
+        )
+    need = n_folds if "classifier" in attacks else 1
+    if not matched and (mem.size < need or non.size < need):
+        raise ValueError(
+            f"Too few cells: {mem.size} members and {non.size} non-members, but the classifier's {n_folds}-fold "
+            f"cross-fitting needs at least {need} of each. Lower `n_folds` or audit larger sets."
+        )
+    if mem.size < need:
+        raise ValueError(f"Too few members ({mem.size}) for {n_folds}-fold cross-fitting; lower `n_folds`.")
+    train_idx = getattr(model, "train_indices", None)
+    train_idx = np.arange(model.adata.n_obs) if train_idx is None else np.asarray(train_idx, dtype=np.int64)
+    # kNN reference: training cells outside the audited sets (matched non-members are never trained on)
+    ref_pos = np.setdiff1d(train_idx, mem if matched else np.union1d(mem, non))
+    if "distance" in attacks and ref_pos.size == 0:
+        raise ValueError(
+            "The `distance` attack needs training cells outside `members` and `nonmembers` to measure distances "
+            "to; the model was trained on none. Drop 'distance' from `attacks`."
+        )
+    lira = "lira" in attacks
+    epochs = None
+    if lira:
+        if reference_models is not None:
+            reference_models = list(reference_models)
+            if not reference_models:
+                raise ValueError("`reference_models` is empty; pass trained models or None to train references.")
+            for i, ref in enumerate(reference_models):
+                check_model(ref)
+                if not ref.adata.obs_names.equals(names):
+                    raise ValueError(
+                        f"`reference_models[{i}]` is set up on different cells than the audited model; reference "
+                        "models must share its AnnData (same obs_names in the same order)."
+                    )
+        else:
+            n_reference = _check_int(n_reference, "n_reference", 1)
+            epochs = L.reference_epochs_of(model, reference_epochs)
+    info: dict = {"classifier": classifier, "n_folds": n_folds, "k": k, "timings": {}}
+
+    # ---- work ----
+    t0 = time.perf_counter()
+    if matched:
+        neg = matched_negatives(model, mem, pool=nonmembers, k=k, groupby=groups[0] if groups else None)
+        non = neg.positions
+        overlap = np.intersect1d(mem, non)
+        non = np.setdiff1d(non, overlap)
+        info["matched"] = {
+            "n_distinct": neg.n_distinct,
+            "n_requested": neg.n_requested,
+            "composition": None if neg.composition is None else neg.composition.to_dict(),
+        }
+        if non.size < need:
+            raise ValueError(
+                f"Matching found only {non.size} distinct non-members, fewer than the {need} that {n_folds}-fold "
+                "cross-fitting needs; raise `k` or lower `n_folds`."
+            )
+    cand = np.union1d(mem, non)
+    labels = np.isin(cand, mem).astype(np.int64)
+    ref_pos = np.setdiff1d(ref_pos, cand)
+    raw = compute_raw(model, cand, batch_size=batch_size, seed=seed, progress_bar=progress_bar)
+    sig = assemble(model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=batch_size)
+    info["timings"]["signals_s"] = time.perf_counter() - t0
+
+    scores: dict[str, np.ndarray] = {}
+    for attack in attacks:
+        t = time.perf_counter()
+        if attack == "loss":
+            scores[attack] = A.loss_scores(sig)
+        elif attack == "kl":
+            scores[attack] = A.kl_scores(sig)
+        elif attack == "distance":
+            scores[attack] = A.distance_scores(sig)
+        elif attack == "classifier":
+            s, folds = A.classifier_scores(
+                A.classifier_features(sig), labels, n_folds=n_folds, seed=seed, kind=classifier
+            )
+            scores[attack] = s
+            info["folds"] = folds
+        elif attack == "lira":
+            if reference_models is not None:
+                refs, design = reference_models, None
+                info["lira_references"] = "supplied"
+            else:
+                design = L.in_out_design(cand.size, n_reference, seed)
+                refs = L.train_reference_models(
+                    model, cand, design, epochs=epochs, seed=seed, progress_bar=progress_bar
+                )
+                info["lira_references"] = f"trained {n_reference} x {epochs} epochs"
+            ref_signal = L.reference_signal(refs, model, cand, batch_size=batch_size)
+            scores[attack], info["lira_mode"] = L.lira_scores(sig["recon_ll"].to_numpy(), ref_signal, design)
+            info["n_reference"] = len(refs)
+        info["timings"][f"{attack}_s"] = time.perf_counter() - t
+
+    per_cell = pd.DataFrame({"label": labels, **scores})
+    for g in groups:
+        per_cell[g] = obs[g].iloc[cand].to_numpy()
+    per_cell.index = pd.Index(names[cand].copy(), name="cell") if include_names else pd.RangeIndex(cand.size, name="id")
+    info["timings"]["total_s"] = time.perf_counter() - t0
+    return AuditReport(
+        per_cell=per_cell,
+        attacks=attacks,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        groupby=groups,
+        info=info,
+        _positions=cand,
+        _n_obs=model.adata.n_obs,
+    )

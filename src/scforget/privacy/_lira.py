@@ -1,0 +1,176 @@
+"""The likelihood-ratio attack (LiRA) of Carlini et al. 2022 with scVI reference models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scvi.utils import track
+
+from scforget._clone import fresh_model
+from scforget._recipe import training_recipe
+from scforget._utils import seeded
+
+from ._signals import compute_raw
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+#: Prior strength (pseudo-observations) of the pooled variance in the per-cell variance estimate.
+VARIANCE_PRIOR = 4.0
+#: ``train()`` arguments copied from the target's recipe to every reference model.
+_RECIPE_TRAIN_KEYS = (
+    "lr",
+    "early_stopping",
+    "early_stopping_patience",
+    "early_stopping_monitor",
+    "early_stopping_min_delta",
+    "gradient_clip_val",
+    "check_val_every_n_epoch",
+)
+
+
+def in_out_design(n_candidates: int, n_reference: int, seed: int) -> np.ndarray:
+    """Boolean ``(n_reference, n_candidates)`` matrix: which reference model trains on which candidate.
+
+    Every candidate is IN for exactly ``n_reference // 2`` models chosen at random, so each
+    reference model sees about half of the candidates and every cell has IN and OUT fits.
+    """
+    rng = np.random.default_rng(seed)
+    design = np.zeros((n_reference, n_candidates), dtype=bool)
+    n_in = n_reference // 2
+    for j in range(n_candidates):
+        design[rng.permutation(n_reference)[:n_in], j] = True
+    return design
+
+
+def reference_epochs_of(model: BaseModelClass, reference_epochs: int | None) -> int:
+    """Epochs to train each reference model: ``reference_epochs`` or the target's recipe."""
+    if reference_epochs is not None:
+        return int(reference_epochs)
+    recipe = training_recipe(model)
+    epochs = recipe.get("max_epochs") or recipe.get("epochs_run")
+    if not epochs:
+        raise ValueError(
+            "Cannot tell how many epochs the model was trained for (no recorded recipe or history); "
+            "pass `reference_epochs=`."
+        )
+    return int(epochs)
+
+
+def train_reference_models(
+    model: BaseModelClass,
+    candidates: np.ndarray,
+    design: np.ndarray,
+    *,
+    epochs: int,
+    seed: int,
+    progress_bar: bool = True,
+) -> list[BaseModelClass]:
+    """Train one fresh model per row of ``design`` with the target's architecture and recipe.
+
+    Reference model ``r`` trains on the target's training cells outside the candidate pool plus
+    the candidates marked IN in row ``r``; it validates on the target's validation cells outside
+    the pool. ``model`` and its AnnData are not modified.
+    """
+    n_obs = model.adata.n_obs
+    recipe = training_recipe(model)
+    train_idx = getattr(model, "train_indices", None)
+    train_idx = np.arange(n_obs) if train_idx is None else np.asarray(train_idx, dtype=np.int64)
+    other = np.setdiff1d(train_idx, candidates)
+    val = getattr(model, "validation_indices", None)
+    val = np.zeros(0, np.int64) if val is None else np.setdiff1d(np.asarray(val, dtype=np.int64), candidates)
+    kwargs = {k: recipe[k] for k in _RECIPE_TRAIN_KEYS if k in recipe}
+    refs = []
+    for r in track(range(design.shape[0]), description="LiRA reference models", disable=not progress_bar):
+        train = np.union1d(other, candidates[design[r]])
+        rest = np.setdiff1d(np.arange(n_obs), np.union1d(train, val))
+        batch_size = int(recipe.get("batch_size", 128))
+        splitter = {"external_indexing": [train, val.copy(), rest]}
+        if 0 < train.size % batch_size < 3:
+            # a last minibatch of 1-2 cells breaks BatchNorm in train mode (scvi-tools drops it the same way)
+            splitter["drop_last"] = True
+        with seeded(seed * 100_003 + r):
+            ref = fresh_model(model)
+            ref.train(
+                max_epochs=epochs,
+                batch_size=batch_size,
+                plan_kwargs=dict(recipe.get("plan_kwargs") or {}),
+                datasplitter_kwargs=splitter,
+                enable_progress_bar=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                **kwargs,
+            )
+        ref.module.eval()
+        refs.append(ref)
+    return refs
+
+
+def reference_signal(
+    refs: Sequence[BaseModelClass], model: BaseModelClass, candidates: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """NB log-likelihood of every candidate under every reference model, ``(n_reference, n_candidates)``."""
+    names = model.adata.obs_names
+    out = []
+    for i, ref in enumerate(refs):
+        if not ref.adata.obs_names.equals(names):
+            raise ValueError(
+                f"`reference_models[{i}]` is set up on different cells than the audited model; reference "
+                "models must share the audited model's AnnData (same obs_names in the same order)."
+            )
+        out.append(compute_raw(ref, candidates, batch_size=batch_size)["recon_ll"])
+    return np.stack(out)
+
+
+def _gaussian_fit(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell mean and variance of ``values`` over the rows where ``mask`` is true.
+
+    The variance is the per-cell sample variance shrunk towards the variance pooled over all cells
+    (:data:`VARIANCE_PRIOR` pseudo-observations); with one fit per cell it is the pooled variance,
+    Carlini et al.'s fixed-variance variant for few reference models.
+    """
+    cnt = mask.sum(0).astype(np.float64)
+    v = np.where(mask, values, 0.0)
+    mean = v.sum(0) / np.maximum(cnt, 1)
+    ss = (np.where(mask, values - mean, 0.0) ** 2).sum(0)
+    dof = np.maximum(cnt - 1, 0)
+    pooled = ss.sum() / dof.sum() if dof.sum() > 0 else float(np.var(values[mask]))
+    pooled = max(pooled, 1e-8)
+    var = (ss + VARIANCE_PRIOR * pooled) / (dof + VARIANCE_PRIOR)
+    return mean, var
+
+
+def _log_normal(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return -0.5 * (np.log(2 * np.pi * var) + (x - mean) ** 2 / var)
+
+
+def lira_scores(target: np.ndarray, ref: np.ndarray, in_mask: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """LiRA membership scores of the target model's signal against reference fits.
+
+    Parameters
+    ----------
+    target
+        The audited model's signal per candidate, ``(n,)``.
+    ref
+        Reference models' signal, ``(n_reference, n)``.
+    in_mask
+        Which reference model trained on which candidate; ``None`` means all are OUT.
+
+    Returns
+    -------
+    ``(scores, mode)``: online mode (log-likelihood ratio of the IN and OUT Gaussians) when every
+    candidate has at least one IN and one OUT fit, else offline mode (one-sided z-score against
+    the OUT Gaussian; a higher likelihood than the OUT models means member).
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    in_mask = np.zeros(ref.shape, dtype=bool) if in_mask is None else np.asarray(in_mask, dtype=bool)
+    out_mask = ~in_mask
+    if not out_mask.any(0).all():
+        raise ValueError("Every candidate needs at least one reference model that did not train on it.")
+    mu_out, var_out = _gaussian_fit(ref, out_mask)
+    if in_mask.any(0).all():
+        mu_in, var_in = _gaussian_fit(ref, in_mask)
+        return _log_normal(target, mu_in, var_in) - _log_normal(target, mu_out, var_out), "online"
+    return (target - mu_out) / np.sqrt(var_out), "offline"

@@ -1,0 +1,285 @@
+"""Per-cell membership signals of a trained scvi-tools VAE, computed in one batched pass."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.utils import track
+from sklearn.neighbors import NearestNeighbors
+
+from scforget import _compat
+from scforget.data import as_positions
+
+from ._checks import check_model
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+    from scforget.data import CellSpec
+
+#: Columns every signal table has (besides the per-dimension latent columns).
+BASE_COLUMNS = ("recon_ll", "kl", "elbo", "qz_mean_norm", "qz_var_norm", "knn_distance")
+
+
+def _nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative binomial log-probability summed over genes (mean ``mu``, inverse dispersion ``theta``)."""
+    log_theta_mu = torch.log(theta + mu + eps)
+    res = (
+        theta * (torch.log(theta + eps) - log_theta_mu)
+        + x * (torch.log(mu + eps) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+    return res.sum(-1)
+
+
+def _log_prob(px, x: torch.Tensor) -> torch.Tensor:
+    """Per-cell log-likelihood of counts ``x`` under the decoder distribution ``px``."""
+    if type(px).__name__ == "NegativeBinomial" and getattr(px, "mu", None) is not None:
+        theta = px.theta.expand_as(px.mu) if px.theta.shape != px.mu.shape else px.theta
+        return _nb_log_prob(x, px.mu, theta)
+    return px.log_prob(x).sum(-1)
+
+
+def _to_device(tensors: dict, device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
+
+
+def _observed_library(module, x: torch.Tensor, inference_library: torch.Tensor) -> torch.Tensor:
+    """The observed library in the form the module's ``generative`` expects."""
+    if getattr(module, "use_observed_lib_size", True) is False:
+        # scVI with a learned library samples it in inference; use the observed one instead
+        return torch.log(x.sum(1, keepdim=True))
+    return inference_library
+
+
+def compute_raw(
+    model: BaseModelClass,
+    positions: np.ndarray,
+    *,
+    n_samples: int = 0,
+    marginal_ll: bool = False,
+    n_mc_samples: int = 100,
+    encoder_only: bool = False,
+    batch_size: int = 1024,
+    seed: int = 0,
+    progress_bar: bool = False,
+) -> dict[str, np.ndarray]:
+    """Signals of ``model`` for ``positions`` of ``model.adata`` as numpy arrays (no kNN).
+
+    Returns a dict with ``mean`` and ``var`` (cells x latent) and, unless ``encoder_only``,
+    ``recon_ll``, ``kl`` and optionally ``marginal_ll`` (one value per cell).
+    """
+    module = model.module
+    was_training = module.training
+    module.eval()
+    device = model.device
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    z_transform = getattr(getattr(module, "z_encoder", None), "z_transformation", None)
+    out: dict[str, list] = {"mean": [], "var": [], "recon_ll": [], "kl": [], "marginal_ll": []}
+    loader = _compat.make_data_loader(model, indices=np.asarray(positions, dtype=np.int64), batch_size=batch_size)
+    try:
+        with torch.inference_mode():
+            for tensors in track(loader, description="Audit signals", disable=not progress_bar):
+                tensors = _to_device(tensors, device)
+                inf = dict(module.inference(**_compat.inference_input(module, tensors)))
+                qz = inf["qz"]
+                out["mean"].append(qz.loc.cpu())
+                out["var"].append(qz.scale.pow(2).cpu())
+                if encoder_only:
+                    continue
+                x = tensors[REGISTRY_KEYS.X_KEY]
+                inf["library"] = _observed_library(module, x, inf["library"])
+                draws = max(int(n_samples), 1)
+                ll = torch.zeros(x.shape[0], device=device)
+                pz = None
+                for _ in range(draws):
+                    if n_samples > 0:
+                        eps = torch.randn(qz.loc.shape, generator=gen).to(device)
+                        untran = qz.loc + qz.scale * eps
+                    else:
+                        untran = qz.loc
+                    inf["z"] = z_transform(untran) if z_transform is not None else untran
+                    gen_out = module.generative(**_compat.generative_input(module, tensors, inf))
+                    ll += _log_prob(gen_out["px"], x)
+                    pz = gen_out.get("pz", None)
+                ll /= draws
+                if pz is None or not isinstance(pz, torch.distributions.Normal):
+                    pz = torch.distributions.Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.loc))
+                kl = torch.distributions.kl_divergence(qz, pz).sum(-1)
+                out["recon_ll"].append(ll.cpu())
+                out["kl"].append(kl.cpu())
+                if marginal_ll:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(int(seed))
+                        mll = module.marginal_ll(tensors, n_mc_samples=n_mc_samples, return_mean=False)
+                    out["marginal_ll"].append(torch.as_tensor(mll).reshape(-1).cpu())
+    finally:
+        module.train(was_training)
+    result = {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items() if v}
+    return result
+
+
+def knn_distance(query: np.ndarray, query_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray, k: int) -> np.ndarray:
+    """Mean Euclidean distance from each query row to its ``k`` nearest reference rows, itself excluded."""
+    n_q = query.shape[0]
+    if ref.shape[0] == 0 or k < 1:
+        return np.full(n_q, np.nan)
+    n_fetch = min(k + 1, ref.shape[0])
+    nn = NearestNeighbors(n_neighbors=n_fetch).fit(ref)
+    dist, idx = nn.kneighbors(query)
+    self_hit = ref_pos[idx] == query_pos[:, None]
+    dist = np.where(self_hit, np.inf, dist)
+    dist = np.sort(dist, axis=1)[:, : min(k, n_fetch)]
+    finite = np.isfinite(dist)
+    with np.errstate(invalid="ignore"):
+        return np.where(finite, dist, 0.0).sum(1) / np.maximum(finite.sum(1), 1)
+
+
+def signals(
+    model: BaseModelClass,
+    cells: CellSpec | None = None,
+    *,
+    n_samples: int = 0,
+    k: int = 10,
+    reference: CellSpec | None = None,
+    marginal_ll: bool = False,
+    n_mc_samples: int = 100,
+    include_latent: bool = True,
+    batch_size: int = 1024,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> pd.DataFrame:
+    """Per-cell membership signals of a trained VAE model.
+
+    One batched, gradient-free pass in eval mode. Every signal uses the model's own count
+    likelihood (a negative binomial for ``gene_likelihood="nb"``) with the observed library size.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`scvi.model.SCVI`, :class:`~scvi.model.CondSCVI`, :class:`~scvi.model.SCANVI`
+        or scforget model.
+    cells
+        Cells to score (positions, mask, obs names or boolean Series); all cells when ``None``.
+    n_samples
+        ``0`` decodes the posterior mean (deterministic); ``n > 0`` averages the log-likelihood over
+        ``n`` posterior draws taken with ``seed``.
+    k
+        Number of nearest reference cells for ``knn_distance``.
+    reference
+        Cells the distance is measured to; defaults to the model's training cells. A cell is never
+        its own neighbour.
+    marginal_ll
+        Also compute the importance-sampled marginal log-likelihood (costly; models with
+        ``module.marginal_ll`` only).
+    n_mc_samples
+        Importance samples for ``marginal_ll``.
+    include_latent
+        Add the posterior mean and variance per latent dimension (``qz_mean_i``, ``qz_var_i``).
+    batch_size
+        Cells per minibatch.
+    seed
+        Seed of the posterior draws and importance samples.
+    progress_bar
+        Show a progress bar.
+
+    Returns
+    -------
+    DataFrame indexed by obs names with columns ``recon_ll`` (NB log-likelihood), ``kl`` (KL of the
+    posterior to the prior), ``elbo`` (``recon_ll - kl``), optionally ``marginal_ll``,
+    ``qz_mean_norm``, ``qz_var_norm``, ``knn_distance`` (mean distance to the ``k`` nearest
+    reference cells in posterior-mean latent space) and the per-dimension latent columns.
+
+    Examples
+    --------
+    >>> sig = scforget.privacy.signals(model, split.forget)
+    >>> sig[["recon_ll", "kl", "knn_distance"]].describe()
+    """
+    check_model(model)
+    names = model.adata.obs_names
+    pos = np.arange(model.adata.n_obs) if cells is None else as_positions(cells, names, argument="cells")
+    if reference is None:
+        ref_pos = _train_positions(model)
+    else:
+        ref_pos = as_positions(reference, names, argument="reference", allow_empty=True)
+    if int(n_samples) < 0:
+        raise ValueError(f"`n_samples` must be >= 0 (0 = posterior mean); got {n_samples}.")
+    if int(k) < 1:
+        raise ValueError(f"`k` must be a positive integer; got {k}.")
+    if marginal_ll and not hasattr(model.module, "marginal_ll"):
+        raise ValueError(
+            f"{type(model).__name__} has no importance-sampled marginal likelihood; pass `marginal_ll=False`."
+        )
+    raw = compute_raw(
+        model,
+        pos,
+        n_samples=n_samples,
+        marginal_ll=marginal_ll,
+        n_mc_samples=n_mc_samples,
+        batch_size=batch_size,
+        seed=seed,
+        progress_bar=progress_bar,
+    )
+    return assemble(model, pos, raw, ref_pos, k=k, include_latent=include_latent, batch_size=batch_size)
+
+
+def _train_positions(model: BaseModelClass) -> np.ndarray:
+    idx = getattr(model, "train_indices", None)
+    if idx is None:
+        return np.arange(model.adata.n_obs)
+    return np.unique(np.asarray(idx, dtype=np.int64))
+
+
+def reference_means(
+    model: BaseModelClass, pos: np.ndarray, raw: dict, ref_pos: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Posterior means of ``ref_pos``, reusing rows already computed for ``pos``."""
+    ref_pos = np.asarray(ref_pos, dtype=np.int64)
+    means = np.empty((ref_pos.size, raw["mean"].shape[1]))
+    known = np.isin(ref_pos, pos)
+    if known.any():
+        means[known] = raw["mean"][np.searchsorted(pos, ref_pos[known])]
+    if (~known).any():
+        means[~known] = compute_raw(model, ref_pos[~known], encoder_only=True, batch_size=batch_size)["mean"]
+    return means
+
+
+def assemble(
+    model: BaseModelClass,
+    pos: np.ndarray,
+    raw: dict,
+    ref_pos: np.ndarray,
+    *,
+    k: int,
+    include_latent: bool,
+    batch_size: int,
+) -> pd.DataFrame:
+    """Turn raw arrays into the signal table (adds the kNN distance)."""
+    ref_means = reference_means(model, pos, raw, ref_pos, batch_size)
+    data = {
+        "recon_ll": raw["recon_ll"],
+        "kl": raw["kl"],
+        "elbo": raw["recon_ll"] - raw["kl"],
+    }
+    if "marginal_ll" in raw:
+        data["marginal_ll"] = raw["marginal_ll"]
+    data["qz_mean_norm"] = np.linalg.norm(raw["mean"], axis=1)
+    data["qz_var_norm"] = np.linalg.norm(raw["var"], axis=1)
+    data["knn_distance"] = knn_distance(raw["mean"], pos, ref_means, np.asarray(ref_pos), k)
+    df = pd.DataFrame(data, index=model.adata.obs_names[pos].copy())
+    if include_latent:
+        d = raw["mean"].shape[1]
+        lat = pd.DataFrame(
+            np.hstack([raw["mean"], raw["var"]]),
+            index=df.index,
+            columns=[f"qz_mean_{i}" for i in range(d)] + [f"qz_var_{i}" for i in range(d)],
+        )
+        df = pd.concat([df, lat], axis=1)
+    df.index.name = "cell"
+    return df

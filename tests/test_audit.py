@@ -1,0 +1,235 @@
+"""audit(): API, report, matched negatives, plots and input errors."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import scforget as sf
+from scforget._clone import clone_model
+from scforget.privacy import AuditReport, audit
+
+from .conftest import same_state, state_snapshot, train_tiny
+
+CHEAP = ("loss", "kl", "classifier", "distance")
+COLUMNS = [
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "advantage",
+    "direction",
+    "tpr_at_1pct_fpr",
+    "tpr_at_0_1pct_fpr",
+    "epsilon_lower_bound",
+    "n_members",
+    "n_nonmembers",
+]
+
+
+@pytest.fixture(scope="module")
+def _shared(_pbmc_small_master):
+    """One tiny model for the whole module (trained once: read-only tests)."""
+    adata = _pbmc_small_master.copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    return train_tiny(sf.model.SCVI, adata, split), split
+
+
+@pytest.fixture
+def trained_scvi(_shared):
+    return _shared[0]
+
+
+@pytest.fixture
+def dc_split(_shared):
+    return _shared[1]
+
+
+def report_model_names(report):
+    return report._model_names
+
+
+@pytest.fixture
+def report(trained_scvi, dc_split):
+    rep = audit(
+        trained_scvi,
+        members=dc_split.forget,
+        nonmembers=dc_split.holdout,
+        attacks=CHEAP,
+        groupby="cell_type",
+        n_bootstrap=100,
+        progress_bar=False,
+    )
+    rep._model_names = list(trained_scvi.adata.obs_names)  # test-side attribute, for the privacy check
+    return rep
+
+
+def test_summary_schema_and_per_cell(report, dc_split):
+    assert isinstance(report, AuditReport)
+    s = report.summary()
+    assert list(s.columns) == COLUMNS
+    assert s.index.name == "attack" and list(s.index) == list(CHEAP)
+    assert (s["n_members"] == len(dc_split.forget)).all()
+    assert (s["n_nonmembers"] == len(dc_split.holdout)).all()
+    assert ((s["auc_ci_low"] <= s["auc"]) & (s["auc"] <= s["auc_ci_high"])).all()
+    np.testing.assert_allclose(s["advantage"], 2 * (s["auc"] - 0.5).abs())
+    assert set(s["direction"]) <= {"member", "non-member", "over-unlearned"}
+    # per-cell: anonymous ids, no obs names anywhere
+    pc = report.per_cell
+    assert isinstance(pc.index, pd.RangeIndex)
+    assert list(pc.index) == list(range(len(dc_split.forget) + len(dc_split.holdout)))
+    obs_names = set(report_model_names(report))
+    flat = {str(v) for v in pc.to_numpy().ravel()} | set(map(str, pc.index))
+    assert not flat & obs_names
+    assert {"label", *CHEAP, "cell_type"} <= set(pc.columns)
+    assert pc["label"].sum() == len(dc_split.forget)
+    assert report.best_attack() in CHEAP
+
+
+def test_include_names_and_by_group(trained_scvi, dc_split):
+    rep = audit(
+        trained_scvi,
+        members=dc_split.forget,
+        nonmembers=np.union1d(dc_split.holdout, dc_split.unseen[:40]),
+        attacks=("loss", "distance"),
+        groupby="cell_type",
+        include_names=True,
+        n_bootstrap=50,
+        progress_bar=False,
+    )
+    assert set(trained_scvi.adata.obs_names[dc_split.forget]) <= set(rep.per_cell.index)
+    bg = rep.by_group("cell_type")
+    assert bg.index.names == ["cell_type", "attack"]
+    assert list(bg.columns) == COLUMNS
+    dc = bg.loc["DC"]
+    assert (dc["n_members"] == len(dc_split.forget)).all()
+    # groups with non-members only have undefined metrics
+    only_non = [g for g in bg.index.get_level_values(0).unique() if g != "DC"]
+    assert bg.loc[only_non[0], "auc"].isna().all()
+    with pytest.raises(KeyError, match="groupby"):
+        rep.by_group("batch")
+
+
+def test_to_obs_writes_only_when_asked(report, trained_scvi, dc_split):
+    adata = trained_scvi.adata
+    before = list(adata.obs.columns)
+    assert list(adata.obs.columns) == before  # the audit itself wrote nothing
+    target = adata.copy()
+    report.to_obs(target, prefix="mia_")
+    assert "mia_loss" in target.obs and "mia_member" in target.obs
+    assert target.obs["mia_member"].iloc[dc_split.forget].eq(1).all()
+    assert target.obs["mia_member"].iloc[dc_split.holdout].eq(0).all()
+    assert target.obs["mia_loss"].isna().sum() == adata.n_obs - len(dc_split.forget) - len(dc_split.holdout)
+    with pytest.raises(ValueError, match="cells"):
+        report.to_obs(adata[:10].copy())
+
+
+def test_plots_return_axes(report, tmp_path):
+    import matplotlib.pyplot as plt
+
+    ax = report.plot_roc()
+    assert isinstance(ax, matplotlib.axes.Axes) and len(ax.lines) == len(CHEAP) + 1
+    ax = report.plot_roc(log=True, save=tmp_path / "roc.png")
+    assert ax.get_xscale() == "log" and (tmp_path / "roc.png").exists()
+    ax = report.plot_scores("loss")
+    assert isinstance(ax, matplotlib.axes.Axes)
+    assert sf.pl.scores(report, attack="kl", show=False) is not None
+    with pytest.raises(ValueError, match="not in this report"):
+        report.plot_scores("lira")
+    plt.close("all")
+
+
+def test_audit_leaves_model_untouched_and_default_nonmembers(trained_scvi, dc_split):
+    snap = state_snapshot(trained_scvi)
+    idx = np.array(trained_scvi.train_indices).copy()
+    rep = audit(trained_scvi, members=dc_split.forget, attacks=("loss",), n_bootstrap=20, progress_bar=False)
+    assert same_state(trained_scvi, snap)
+    np.testing.assert_array_equal(trained_scvi.train_indices, idx)
+    # default non-members: every cell neither trained nor validated on (holdout + unseen)
+    assert rep.summary().loc["loss", "n_nonmembers"] == len(dc_split.holdout) + len(dc_split.unseen)
+
+
+def test_matched_negatives(trained_scvi, dc_split):
+    neg = sf.data.matched_negatives(trained_scvi, dc_split.forget, k=5, groupby="cell_type")
+    assert neg.n_requested == 5 * len(dc_split.forget)
+    assert 0 < neg.n_distinct <= neg.n_requested
+    never = np.union1d(dc_split.holdout, dc_split.unseen)
+    assert np.isin(neg.positions, never).all()
+    assert neg.composition.sum() == neg.n_distinct
+    # nearest by brute force in posterior-mean latent space
+    z = trained_scvi.get_latent_representation(give_mean=True)
+    d = np.linalg.norm(z[never][None] - z[dc_split.forget][:, None], axis=2)
+    expected = never[np.argsort(d, axis=1)[:, :5]]
+    np.testing.assert_array_equal(np.sort(neg.neighbors, 1), np.sort(expected, 1))
+    with pytest.warns(UserWarning, match="dropped"):
+        sf.data.matched_negatives(trained_scvi, dc_split.forget, pool=dc_split.retain[:5].tolist() + [int(never[0])])
+    rep = audit(
+        trained_scvi,
+        members=dc_split.forget,
+        matched=True,
+        k=5,
+        attacks=("loss", "classifier"),
+        groupby="cell_type",
+        n_bootstrap=20,
+        progress_bar=False,
+    )
+    assert rep.info["matched"]["n_distinct"] == neg.n_distinct
+    assert sum(rep.info["matched"]["composition"].values()) == neg.n_distinct
+
+
+def test_lira_with_supplied_reference(trained_scvi, dc_split):
+    ref = clone_model(trained_scvi)
+    rep = audit(
+        trained_scvi,
+        members=dc_split.forget,
+        nonmembers=dc_split.holdout,
+        attacks=("lira",),
+        reference_models=[ref],
+        n_bootstrap=20,
+        progress_bar=False,
+    )
+    assert rep.info["lira_mode"] == "offline"
+    # identical reference -> the target's likelihood equals the reference mean: all scores are 0
+    np.testing.assert_allclose(rep.per_cell["lira"], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"attacks": ("loss", "lirra")}, ValueError, "Did you mean 'lira'"),
+        ({"attacks": ()}, ValueError, "empty"),
+        ({"nonmembers": "overlap"}, ValueError, "both in `members` and `nonmembers`"),
+        ({"members": []}, ValueError, "selects no cells"),
+        ({"n_folds": 40}, ValueError, "cross-fitting needs"),
+        ({"n_folds": 1}, ValueError, "n_folds"),
+        ({"groupby": "celltype"}, KeyError, "cell_type"),
+        ({"classifier": "svm"}, ValueError, "classifier"),
+    ],
+)
+def test_audit_errors(trained_scvi, dc_split, kwargs, exc, match):
+    args = {"members": dc_split.forget, "nonmembers": dc_split.holdout, "progress_bar": False}
+    if kwargs.get("nonmembers") == "overlap":
+        kwargs = {"nonmembers": np.r_[dc_split.holdout, dc_split.forget[:1]]}
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        audit(trained_scvi, **args)
+
+
+def test_audit_unsupported_and_no_nonmembers(pbmc_small, trained_scvi, dc_split):
+    with pytest.raises(TypeError, match="Cannot audit"):
+        audit("model", members=[0])
+    # CondSCVI trains on every cell by default: no non-members exist
+    scvi.model.CondSCVI.setup_anndata(pbmc_small, labels_key="cell_type")
+    cond = scvi.model.CondSCVI(pbmc_small, n_hidden=8)
+    cond.is_trained_ = True
+    cond.train_indices = np.arange(pbmc_small.n_obs)
+    with pytest.raises(ValueError, match="No non-members"):
+        audit(cond, members=dc_split.forget, progress_bar=False)
+    other = sf.datasets.pbmc3k()[:50].copy()
+    with pytest.raises(ValueError, match="same cells"):
+        audit(trained_scvi, other, members=dc_split.forget, progress_bar=False)

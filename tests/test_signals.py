@@ -1,0 +1,120 @@
+"""Per-cell membership signals: values, determinism, kNN distance, model support."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scvi
+import torch
+
+import scforget as sf
+from scforget.privacy import signals
+
+from .conftest import mean_nll, same_state, state_snapshot, train_tiny
+
+
+@pytest.fixture(scope="module")
+def _shared(_pbmc_small_master):
+    """One tiny model for the whole module (trained once: read-only tests)."""
+    adata = _pbmc_small_master.copy()
+    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
+    return train_tiny(sf.model.SCVI, adata, split), split
+
+
+@pytest.fixture
+def trained_scvi(_shared):
+    return _shared[0]
+
+
+@pytest.fixture
+def dc_split(_shared):
+    return _shared[1]
+
+
+def test_signals_columns_index_and_values(trained_scvi, dc_split):
+    model = trained_scvi
+    cells = dc_split.forget
+    snap = state_snapshot(model)
+    mode = model.module.training
+    sig = signals(model, cells, progress_bar=False)
+    assert list(sig.index) == list(model.adata.obs_names[cells])
+    for col in ("recon_ll", "kl", "elbo", "qz_mean_norm", "qz_var_norm", "knn_distance", "qz_mean_0", "qz_var_4"):
+        assert col in sig.columns
+    assert np.isfinite(sig.to_numpy()).all()
+    # NB log-likelihood with observed library at the posterior mean == the independent test helper
+    assert -sig["recon_ll"].mean() == pytest.approx(mean_nll(model, cells), rel=1e-5)
+    np.testing.assert_allclose(sig["elbo"], sig["recon_ll"] - sig["kl"])
+    # posterior moments agree with scvi-tools' own getter
+    mean = model.get_latent_representation(indices=cells, give_mean=True)
+    np.testing.assert_allclose(sig[[f"qz_mean_{i}" for i in range(5)]].to_numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sig["qz_mean_norm"], np.linalg.norm(mean, axis=1), rtol=1e-5)
+    # closed-form KL(N(m, v) || N(0, 1))
+    m = sig[[f"qz_mean_{i}" for i in range(5)]].to_numpy()
+    v = sig[[f"qz_var_{i}" for i in range(5)]].to_numpy()
+    kl = 0.5 * (v + m**2 - 1 - np.log(v)).sum(1)
+    np.testing.assert_allclose(sig["kl"], kl, rtol=1e-4)
+    # nothing about the model changed
+    assert same_state(model, snap) and model.module.training == mode
+
+
+def test_signals_deterministic_and_sampling(trained_scvi, dc_split):
+    cells = dc_split.holdout
+    a = signals(trained_scvi, cells, progress_bar=False)
+    b = signals(trained_scvi, cells, progress_bar=False)
+    pd_equal = np.array_equal(a.to_numpy(), b.to_numpy())
+    assert pd_equal
+    s1 = signals(trained_scvi, cells, n_samples=5, seed=1, include_latent=False, progress_bar=False)
+    s1b = signals(trained_scvi, cells, n_samples=5, seed=1, include_latent=False, progress_bar=False)
+    s2 = signals(trained_scvi, cells, n_samples=5, seed=2, include_latent=False, progress_bar=False)
+    np.testing.assert_array_equal(s1["recon_ll"], s1b["recon_ll"])
+    assert not np.array_equal(s1["recon_ll"], s2["recon_ll"])
+    # averaging sampled decodings differs from decoding the mean, KL does not depend on it
+    assert not np.allclose(s1["recon_ll"], a["recon_ll"])
+    np.testing.assert_allclose(s1["kl"], a["kl"], rtol=1e-6)
+    assert "qz_mean_0" not in s1.columns
+
+
+def test_signals_knn_distance_excludes_self(trained_scvi, dc_split):
+    cells = dc_split.forget
+    ref = np.union1d(dc_split.forget, dc_split.retain[:200])
+    sig = signals(trained_scvi, cells, k=3, reference=ref, progress_bar=False)
+    z_all = trained_scvi.get_latent_representation(give_mean=True)
+    expected = []
+    for c in cells:
+        others = ref[ref != c]
+        d = np.sort(np.linalg.norm(z_all[others] - z_all[c], axis=1))[:3]
+        expected.append(d.mean())
+    np.testing.assert_allclose(sig["knn_distance"], expected, rtol=1e-4)
+    assert (sig["knn_distance"] > 0).all()
+
+
+def test_signals_marginal_ll(trained_scvi, dc_split):
+    sig = signals(trained_scvi, dc_split.forget[:10], marginal_ll=True, n_mc_samples=20, progress_bar=False)
+    assert np.isfinite(sig["marginal_ll"]).all()
+    # the marginal likelihood is bounded below by the ELBO on average (importance sampling, noisy)
+    assert sig["marginal_ll"].mean() > sig["elbo"].mean() - 5
+
+
+def test_signals_condscvi_and_stock_scvi(pbmc_small, dc_split):
+    cond = train_tiny(scvi.model.CondSCVI, pbmc_small.copy(), dc_split, max_epochs=2)
+    sig = signals(cond, dc_split.forget, progress_bar=False)
+    assert np.isfinite(sig[["recon_ll", "kl", "knn_distance"]].to_numpy()).all()
+    with pytest.raises(ValueError, match="marginal"):
+        signals(cond, dc_split.forget, marginal_ll=True, progress_bar=False)
+    stock = train_tiny(scvi.model.SCVI, pbmc_small.copy(), dc_split, max_epochs=2)
+    sig = signals(stock, dc_split.forget, progress_bar=False)
+    assert -sig["recon_ll"].mean() == pytest.approx(mean_nll(stock, dc_split.forget), rel=1e-5)
+
+
+def test_signals_errors(pbmc_small, trained_scvi):
+    with pytest.raises(TypeError, match="Cannot audit"):
+        signals(object(), [0])
+    sf.model.SCVI.setup_anndata(pbmc_small)
+    untrained = sf.model.SCVI(pbmc_small, n_hidden=8, n_latent=2)
+    with pytest.raises(RuntimeError, match="not trained"):
+        signals(untrained, [0])
+    with pytest.raises(ValueError, match="n_samples"):
+        signals(trained_scvi, [0, 1], n_samples=-1)
+    with pytest.raises(ValueError, match="out of range"):
+        signals(trained_scvi, [10**6])
+    assert torch.is_inference_mode_enabled() is False
