@@ -17,11 +17,12 @@ EPOCHS = 250
 BATCH = 8
 N_MEMBERS = 40
 N_OTHERS = 60
+N_LATENT = 10
 
 
 def _train(adata, train, epochs=EPOCHS):
     rest = np.setdiff1d(np.arange(adata.n_obs), train)
-    model = sf.model.SCVI(adata, n_hidden=128, n_latent=5, dropout_rate=0.0)
+    model = sf.model.SCVI(adata, n_hidden=128, n_latent=N_LATENT, dropout_rate=0.0)
     model.train(
         max_epochs=epochs,
         batch_size=BATCH,

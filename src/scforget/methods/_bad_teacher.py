@@ -72,8 +72,8 @@ class BadTeacherPlan(UnlearningTrainingPlan):
 
     References
     ----------
-    :cite:p:`chundawat2023bad`; similarity-based sampling as described in
-    :cite:p:`suprun2023pursuit`.
+    :cite:p:`Chundawat2023`; similarity-based sampling as described in
+    :cite:p:`Suprun2023`.
     """
 
     def __init__(
@@ -143,5 +143,5 @@ register(
     plan=BadTeacherPlan,
     description="Distil from the original model on retain cells and from a random model on forget cells "
     "(default: 10% of training epochs).",
-    reference="chundawat2023bad",
+    reference="Chundawat2023",
 )

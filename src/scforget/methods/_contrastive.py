@@ -74,8 +74,8 @@ class ContrastivePlan(UnlearningTrainingPlan):
 
     References
     ----------
-    Latent-space contrastive unlearning in the spirit of :cite:p:`lee2024contrastive` and the
-    contrastive fine-tuning entry of the NeurIPS 2023 challenge :cite:p:`suprun2023pursuit`.
+    Latent-space contrastive unlearning in the spirit of :cite:p:`Lee2024` and the
+    contrastive fine-tuning entry of the NeurIPS 2023 challenge :cite:p:`Suprun2023`.
     """
 
     def __init__(
@@ -184,5 +184,5 @@ register(
     plan=ContrastivePlan,
     description="Forget posteriors to the prior and away from retain neighbours, retain posteriors anchored to "
     "the original model (default: 10% of training epochs).",
-    reference="lee2024contrastive; suprun2023pursuit",
+    reference="Lee2024; Suprun2023",
 )

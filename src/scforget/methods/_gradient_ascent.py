@@ -52,9 +52,9 @@ class GradientAscentPlan(UnlearningTrainingPlan):
     References
     ----------
     Gradient ascent ("negative gradient", NegGrad) as an unlearning baseline:
-    :cite:p:`golatkar2020eternal`, :cite:p:`kurmanji2023towards`; followed by retain fine-tuning
+    :cite:p:`Golatkar2020`, :cite:p:`Kurmanji2023`; followed by retain fine-tuning
     as in the reference study (spec section 3.2) and the NeurIPS 2023 unlearning challenge
-    :cite:p:`triantafillou2024neurips`.
+    :cite:p:`Triantafillou2024`.
     """
 
     def __init__(
@@ -126,6 +126,6 @@ register(
     "gradient_ascent",
     plan=GradientAscentPlan,
     description="Bounded gradient ascent on forget cells, then retain fine-tuning (default: 10% of training epochs).",
-    reference="golatkar2020eternal; kurmanji2023towards",
+    reference="Golatkar2020; Kurmanji2023",
     default_epochs=lambda e: max(2, round(0.1 * e)),
 )

@@ -41,8 +41,8 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
 
     References
     ----------
-    NegGrad+ :cite:p:`kurmanji2023towards`; the "advanced NegGrad" of :cite:p:`choi2023towards`
-    with the λ weighting and λ = 0.1 of :cite:p:`suprun2023pursuit` (NeurIPS 2023 unlearning
+    NegGrad+ :cite:p:`Kurmanji2023`; the "advanced NegGrad" of :cite:p:`Choi2023`
+    with the λ weighting and λ = 0.1 of :cite:p:`Suprun2023` (NeurIPS 2023 unlearning
     challenge report).
     """
 
@@ -83,5 +83,5 @@ register(
     plan=NegGradPlusPlan,
     description="Joint retain descent and bounded forget ascent, retain_loss − λ·forget_loss (default: 10% of "
     "training epochs).",
-    reference="kurmanji2023towards; choi2023towards; suprun2023pursuit",
+    reference="Kurmanji2023; Choi2023; Suprun2023",
 )

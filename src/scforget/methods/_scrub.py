@@ -86,7 +86,7 @@ class SCRUBPlan(UnlearningTrainingPlan):
 
     References
     ----------
-    :cite:p:`kurmanji2023towards`
+    :cite:p:`Kurmanji2023`
     """
 
     def __init__(
@@ -174,6 +174,6 @@ register(
     plan=SCRUBPlan,
     description="SCRUB: bounded max-steps away from a frozen teacher on forget cells, min-steps towards it on "
     "retain cells (default: 10% of training epochs).",
-    reference="kurmanji2023towards",
+    reference="Kurmanji2023",
     default_epochs=lambda e: max(4, round(0.1 * e)),
 )

@@ -17,8 +17,13 @@ CLASSIFIERS = ("logistic", "mlp")
 
 
 def loss_scores(sig: pd.DataFrame) -> np.ndarray:
-    """Threshold attack on the NB reconstruction log-likelihood: a better fit means member."""
-    return sig["recon_ll"].to_numpy(dtype=np.float64)
+    """Threshold attack on the NB reconstruction log-likelihood per count: a better fit means member.
+
+    The log-likelihood of a cell scales with its sequencing depth, which varies several-fold
+    between cells of one type and would swamp the membership signal of a single global threshold;
+    dividing by the total counts puts cells of different depth on one scale.
+    """
+    return sig["recon_ll_per_count"].to_numpy(dtype=np.float64)
 
 
 def kl_scores(sig: pd.DataFrame) -> np.ndarray:

@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.utils import track
-from sklearn.neighbors import NearestNeighbors
 
 from scforget import _compat
 from scforget.data import as_positions
@@ -22,20 +21,36 @@ if TYPE_CHECKING:
     from scforget.data import CellSpec
 
 #: Columns every signal table has (besides the per-dimension latent columns).
-BASE_COLUMNS = ("recon_ll", "kl", "elbo", "qz_mean_norm", "qz_var_norm", "knn_distance")
+BASE_COLUMNS = (
+    "recon_ll",
+    "recon_ll_per_count",
+    "kl",
+    "elbo",
+    "n_counts",
+    "qz_mean_norm",
+    "qz_var_norm",
+    "knn_distance",
+)
 
 
 def _nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Negative binomial log-probability summed over genes (mean ``mu``, inverse dispersion ``theta``)."""
+    """Negative binomial log-probability summed over genes (mean ``mu``, inverse dispersion ``theta``).
+
+    The count-dependent terms vanish where ``x == 0`` (``lgamma(theta) - lgamma(theta)`` and
+    ``lgamma(1)``), so they are evaluated on the non-zero entries only: single-cell counts are
+    mostly zeros, and ``lgamma`` dominates the cost otherwise.
+    """
     log_theta_mu = torch.log(theta + mu + eps)
-    res = (
-        theta * (torch.log(theta + eps) - log_theta_mu)
-        + x * (torch.log(mu + eps) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
+    res = (theta * (torch.log(theta + eps) - log_theta_mu)).sum(-1)
+    rows, cols = torch.nonzero(x, as_tuple=True)
+    xs, ts = x[rows, cols], theta[rows, cols]
+    nz = (
+        xs * (torch.log(mu[rows, cols] + eps) - log_theta_mu[rows, cols])
+        + torch.lgamma(xs + ts)
+        - torch.lgamma(ts)
+        - torch.lgamma(xs + 1)
     )
-    return res.sum(-1)
+    return res.index_add(0, rows, nz)
 
 
 def _log_prob(px, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +96,7 @@ def compute_raw(
     device = model.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     z_transform = getattr(getattr(module, "z_encoder", None), "z_transformation", None)
-    out: dict[str, list] = {"mean": [], "var": [], "recon_ll": [], "kl": [], "marginal_ll": []}
+    out: dict[str, list] = {"mean": [], "var": [], "recon_ll": [], "kl": [], "marginal_ll": [], "n_counts": []}
     loader = _compat.make_data_loader(model, indices=np.asarray(positions, dtype=np.int64), batch_size=batch_size)
     try:
         with torch.inference_mode():
@@ -94,6 +109,7 @@ def compute_raw(
                 if encoder_only:
                     continue
                 x = tensors[REGISTRY_KEYS.X_KEY]
+                out["n_counts"].append(x.sum(1).cpu())
                 inf["library"] = _observed_library(module, x, inf["library"])
                 draws = max(int(n_samples), 1)
                 ll = torch.zeros(x.shape[0], device=device)
@@ -126,19 +142,30 @@ def compute_raw(
 
 
 def knn_distance(query: np.ndarray, query_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray, k: int) -> np.ndarray:
-    """Mean Euclidean distance from each query row to its ``k`` nearest reference rows, itself excluded."""
+    """Mean Euclidean distance from each query row to its ``k`` nearest reference rows, itself excluded.
+
+    Exact brute-force search in blocks (latent spaces are low-dimensional, so this is faster than
+    a tree); a reference row at the query's own position is never its neighbour.
+    """
     n_q = query.shape[0]
     if ref.shape[0] == 0 or k < 1:
         return np.full(n_q, np.nan)
     n_fetch = min(k + 1, ref.shape[0])
-    nn = NearestNeighbors(n_neighbors=n_fetch).fit(ref)
-    dist, idx = nn.kneighbors(query)
-    self_hit = ref_pos[idx] == query_pos[:, None]
-    dist = np.where(self_hit, np.inf, dist)
-    dist = np.sort(dist, axis=1)[:, : min(k, n_fetch)]
-    finite = np.isfinite(dist)
-    with np.errstate(invalid="ignore"):
-        return np.where(finite, dist, 0.0).sum(1) / np.maximum(finite.sum(1), 1)
+    ref_t = torch.as_tensor(ref, dtype=torch.float32)
+    ref_pos_t = torch.as_tensor(ref_pos, dtype=torch.int64)
+    out = np.empty(n_q)
+    block = max(1, 2**24 // max(ref.shape[0], 1))
+    for start in range(0, n_q, block):
+        q = torch.as_tensor(query[start : start + block], dtype=torch.float32)
+        dist = torch.cdist(q, ref_t, compute_mode="use_mm_for_euclid_dist")
+        dist, idx = torch.topk(dist, n_fetch, dim=1, largest=False, sorted=True)
+        own = torch.as_tensor(query_pos[start : start + block], dtype=torch.int64)[:, None]
+        dist = torch.where(ref_pos_t[idx] == own, torch.inf, dist)
+        dist = torch.sort(dist, dim=1).values[:, : min(k, n_fetch)]
+        finite = torch.isfinite(dist)
+        total = torch.where(finite, dist, torch.zeros_like(dist)).sum(1)
+        out[start : start + block] = (total / finite.sum(1).clamp(min=1)).double().numpy()
+    return out
 
 
 def signals(
@@ -191,8 +218,9 @@ def signals(
 
     Returns
     -------
-    DataFrame indexed by obs names with columns ``recon_ll`` (NB log-likelihood), ``kl`` (KL of the
-    posterior to the prior), ``elbo`` (``recon_ll - kl``), optionally ``marginal_ll``,
+    DataFrame indexed by obs names with columns ``recon_ll`` (NB log-likelihood),
+    ``recon_ll_per_count`` (the same divided by the cell's total counts), ``kl`` (KL of the
+    posterior to the prior), ``elbo`` (``recon_ll - kl``), ``n_counts`` (total counts), optionally ``marginal_ll``,
     ``qz_mean_norm``, ``qz_var_norm``, ``knn_distance`` (mean distance to the ``k`` nearest
     reference cells in posterior-mean latent space) and the per-dimension latent columns.
 
@@ -264,8 +292,10 @@ def assemble(
     ref_means = reference_means(model, pos, raw, ref_pos, batch_size)
     data = {
         "recon_ll": raw["recon_ll"],
+        "recon_ll_per_count": raw["recon_ll"] / np.maximum(raw["n_counts"], 1.0),
         "kl": raw["kl"],
         "elbo": raw["recon_ll"] - raw["kl"],
+        "n_counts": raw["n_counts"],
     }
     if "marginal_ll" in raw:
         data["marginal_ll"] = raw["marginal_ll"]
