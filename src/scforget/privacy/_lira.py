@@ -9,7 +9,7 @@ import numpy as np
 from scvi.utils import track
 
 from scforget._clone import fresh_model
-from scforget._recipe import training_recipe
+from scforget._recipe import recipe_train_kwargs, training_recipe
 from scforget._utils import seeded
 
 from ._signals import compute_raw
@@ -19,16 +19,6 @@ if TYPE_CHECKING:
 
 #: Prior strength (pseudo-observations) of the pooled variance in the per-cell variance estimate.
 VARIANCE_PRIOR = 4.0
-#: ``train()`` arguments copied from the target's recipe to every reference model.
-_RECIPE_TRAIN_KEYS = (
-    "lr",
-    "early_stopping",
-    "early_stopping_patience",
-    "early_stopping_monitor",
-    "early_stopping_min_delta",
-    "gradient_clip_val",
-    "check_val_every_n_epoch",
-)
 
 
 def in_out_design(n_candidates: int, n_reference: int, seed: int) -> np.ndarray:
@@ -81,7 +71,7 @@ def train_reference_models(
     other = np.setdiff1d(train_idx, candidates)
     val = getattr(model, "validation_indices", None)
     val = np.zeros(0, np.int64) if val is None else np.setdiff1d(np.asarray(val, dtype=np.int64), candidates)
-    kwargs = {k: recipe[k] for k in _RECIPE_TRAIN_KEYS if k in recipe}
+    kwargs = recipe_train_kwargs(recipe)
     refs = []
     for r in track(range(design.shape[0]), description="LiRA reference models", disable=not progress_bar):
         train = np.union1d(other, candidates[design[r]])
