@@ -58,3 +58,30 @@ def edit_summary(module: nn.Module, before: dict[str, torch.Tensor]) -> dict[str
         "relative_change_norm": norm / base if base > 0 else float("nan"),
         "fraction_changed_by_category": {k: v[0] / v[1] for k, v in by_cat.items() if v[1] > 0},
     }
+
+
+def forget_retain_fisher(model: Any, ctx: Any, max_retain_cells: int | None, batch_size: int):
+    """Diagonal Fisher of the forget cells and of (a seeded subset of) the retain cells.
+
+    Returns
+    -------
+    ``(fisher_forget, fisher_retain, retain_positions_used)``.
+    """
+    from ._engine import diagonal
+
+    progress = bool(ctx.trainer_kwargs.get("enable_progress_bar", False))
+    retain = subsample(ctx.retain, max_retain_cells, ctx.seed)
+    f_forget = diagonal(model, ctx.forget, batch_size=batch_size, progress_bar=progress)
+    f_retain = diagonal(model, retain, batch_size=batch_size, progress_bar=progress)
+    return f_forget, f_retain, retain
+
+
+def record_edit(
+    ctx: Any, module: nn.Module, before: dict[str, torch.Tensor], f_forget, f_retain, retain, n_selected: int
+):
+    """Write what a Fisher-ratio edit did into the unlearning record (``ctx.info``)."""
+    ctx.info.update(edit_summary(module, before))
+    ctx.info["n_selected"] = int(n_selected)
+    ctx.info["no_gradient"] = list(f_forget.no_gradient)
+    ctx.info["n_retain_fisher_cells"] = int(retain.size)
+    ctx.info["fisher_seconds"] = f_forget.seconds + f_retain.seconds

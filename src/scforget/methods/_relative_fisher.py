@@ -66,8 +66,7 @@ def relative_fisher(
     fisher_batch_size
         Minibatch size of the Fisher computations.
     """
-    from scforget.fisher import diagonal
-    from scforget.fisher._edits import edit_summary, snapshot, subsample
+    from scforget.fisher._edits import forget_retain_fisher, record_edit, snapshot
 
     if mode not in ("dampen", "noise"):
         raise ValueError(f"`mode` must be 'dampen' or 'noise'; got {mode!r}.")
@@ -81,10 +80,7 @@ def relative_fisher(
             f"'relative_fisher' edits parameters without training, so `max_epochs` must be 0 (got {ctx.max_epochs}). "
             "For a retain fine-tune afterwards, run unlearn(result, forget, method='finetune')."
         )
-    progress = bool(ctx.trainer_kwargs.get("enable_progress_bar", False))
-    retain = subsample(ctx.retain, max_retain_cells, ctx.seed)
-    f_forget = diagonal(model, ctx.forget, batch_size=fisher_batch_size, progress_bar=progress)
-    f_retain = diagonal(model, retain, batch_size=fisher_batch_size, progress_bar=progress)
+    f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if ctx.seed is None else int(ctx.seed))
     before = snapshot(model.module)
@@ -106,11 +102,7 @@ def relative_fisher(
                 std = noise_scale * rms * torch.where(selected, 1.0 - threshold / ratio.clamp_min(1e-300), 0.0)
                 noise = torch.randn(std.shape, generator=generator, dtype=torch.float64) * std
                 p.add_(noise.to(device=p.device, dtype=p.dtype))
-    ctx.info.update(edit_summary(model.module, before))
-    ctx.info["n_selected"] = n_selected
-    ctx.info["no_gradient"] = list(f_forget.no_gradient)
-    ctx.info["n_retain_fisher_cells"] = int(retain.size)
-    ctx.info["fisher_seconds"] = f_forget.seconds + f_retain.seconds
+    record_edit(ctx, model.module, before, f_forget, f_retain, retain, n_selected)
 
 
 register(

@@ -59,16 +59,12 @@ def ssd(
     fisher_batch_size
         Minibatch size of the Fisher computations.
     """
-    from scforget.fisher import diagonal
-    from scforget.fisher._edits import edit_summary, snapshot, subsample
+    from scforget.fisher._edits import forget_retain_fisher, record_edit, snapshot
 
     _check_positive(alpha, "alpha")
     _check_positive(lam, "lam")
     _check_no_epochs(ctx, "ssd")
-    progress = bool(ctx.trainer_kwargs.get("enable_progress_bar", False))
-    retain = subsample(ctx.retain, max_retain_cells, ctx.seed)
-    f_forget = diagonal(model, ctx.forget, batch_size=fisher_batch_size, progress_bar=progress)
-    f_retain = diagonal(model, retain, batch_size=fisher_batch_size, progress_bar=progress)
+    f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
     before = snapshot(model.module)
     n_selected = 0
     with torch.no_grad():
@@ -80,11 +76,7 @@ def ssd(
             factor = torch.where(selected, (lam * i_r / i_f.clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(i_f))
             p.mul_(factor.to(p.dtype))
             n_selected += int(selected.sum())
-    ctx.info.update(edit_summary(model.module, before))
-    ctx.info["n_selected"] = n_selected
-    ctx.info["no_gradient"] = list(f_forget.no_gradient)
-    ctx.info["n_retain_fisher_cells"] = int(retain.size)
-    ctx.info["fisher_seconds"] = f_forget.seconds + f_retain.seconds
+    record_edit(ctx, model.module, before, f_forget, f_retain, retain, n_selected)
 
 
 register(
