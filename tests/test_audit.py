@@ -233,3 +233,26 @@ def test_audit_unsupported_and_no_nonmembers(pbmc_small, trained_scvi, dc_split)
     other = sf.datasets.pbmc3k()[:50].copy()
     with pytest.raises(ValueError, match="same cells"):
         audit(trained_scvi, other, members=dc_split.forget, progress_bar=False)
+
+
+def test_totalvi_on_mudata_signal_attacks():
+    """TOTALVI on MuData: signals use the joint RNA + protein likelihood; signal-based attacks run."""
+    mdata = scvi.data.synthetic_iid(return_mudata=True)
+    scvi.model.TOTALVI.setup_mudata(
+        mdata, batch_key="batch", modalities={"rna_layer": "rna", "protein_layer": "protein_expression"}
+    )
+    model = scvi.model.TOTALVI(mdata)
+    model.train(max_epochs=2, train_size=0.8, enable_progress_bar=False)
+    sig = sf.privacy.signals(model, progress_bar=False, include_latent=False)
+    assert sig.shape[0] == mdata.n_obs and np.isfinite(sig["recon_ll"]).all()
+    # log-likelihoods of discrete counts (RNA and protein) are negative
+    assert (sig["recon_ll"] < 0).all()
+    report = sf.audit(
+        model,
+        members=model.train_indices[:40],
+        nonmembers=model.validation_indices[:40],
+        attacks=("loss", "kl", "classifier", "distance"),
+        n_bootstrap=100,
+        progress_bar=False,
+    )
+    assert list(report.summary().index) == ["loss", "kl", "classifier", "distance"]

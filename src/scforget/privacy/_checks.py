@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
 #: scvi-tools model classes (and their subclasses) whose module follows the VAE protocol used here.
-SUPPORTED = ("SCVI", "CondSCVI", "SCANVI")
+SUPPORTED = ("SCVI", "CondSCVI", "SCANVI", "TOTALVI")
 
 
 def supported_classes() -> tuple[type, ...]:
@@ -26,7 +26,8 @@ def check_model(model: BaseModelClass) -> None:
         raise TypeError(
             f"Cannot audit a {type(model).__name__}: membership signals need a VAE whose decoder returns a "
             f"count distribution. Supported: {', '.join(SUPPORTED)} from scvi.model and their scforget "
-            "subclasses (scforget.model.SCVI, scforget.model.CondSCVI)."
+            "subclasses (scforget.model.SCVI, scforget.model.CondSCVI). TOTALVI (MuData) supports the "
+            "signal-based attacks."
         )
     if not _compat.check_if_trained(model):
         raise RuntimeError("The model is not trained yet; call `model.train()` before auditing it.")

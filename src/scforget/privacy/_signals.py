@@ -61,6 +61,21 @@ def _log_prob(px, x: torch.Tensor) -> torch.Tensor:
     return px.log_prob(x).sum(-1)
 
 
+def _joint_log_prob(module, gen_out: dict, tensors: dict, x: torch.Tensor) -> torch.Tensor:
+    """Per-cell log-likelihood of everything the decoder models.
+
+    Single-modality VAEs return ``px``. TOTALVI returns ``px_``/``py_`` parameter dicts for RNA and
+    protein; its own reconstruction loss (RNA negative binomial plus protein mixture) is used.
+    """
+    if "px" in gen_out:
+        return _log_prob(gen_out["px"], x)
+    if "px_" in gen_out and hasattr(module, "get_reconstruction_loss"):
+        y = tensors[REGISTRY_KEYS.PROTEIN_EXP_KEY]
+        rna, protein = module.get_reconstruction_loss(x, y, gen_out["px_"], gen_out["py_"])
+        return -(rna + protein)
+    raise TypeError(f"{type(module).__name__} returns no count distribution this audit understands.")
+
+
 def _to_device(tensors: dict, device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
 
@@ -110,7 +125,8 @@ def compute_raw(
                     continue
                 x = tensors[REGISTRY_KEYS.X_KEY]
                 out["n_counts"].append(x.sum(1).cpu())
-                inf["library"] = _observed_library(module, x, inf["library"])
+                if "library" in inf:  # TOTALVI keeps its (observed by default) library in "library_gene"
+                    inf["library"] = _observed_library(module, x, inf["library"])
                 draws = max(int(n_samples), 1)
                 ll = torch.zeros(x.shape[0], device=device)
                 pz = None
@@ -122,7 +138,7 @@ def compute_raw(
                         untran = qz.loc
                     inf["z"] = z_transform(untran) if z_transform is not None else untran
                     gen_out = module.generative(**_compat.generative_input(module, tensors, inf))
-                    ll += _log_prob(gen_out["px"], x)
+                    ll += _joint_log_prob(module, gen_out, tensors, x)
                     pz = gen_out.get("pz", None)
                 ll /= draws
                 if pz is None or not isinstance(pz, torch.distributions.Normal):
