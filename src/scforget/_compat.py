@@ -11,14 +11,6 @@ if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
 
-def parse_device(accelerator: str = "auto", devices: int | list[int] | str = "auto"):
-    """Resolve ``accelerator``/``devices`` the way scvi-tools does and return the torch device."""
-    from scvi.model._utils import parse_device_args
-
-    _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
-    return device
-
-
 def is_minified(model: BaseModelClass) -> bool:
     """Whether the model's AnnData is minified (holds no counts)."""
     return getattr(model, "minified_data_type", None) is not None
@@ -27,16 +19,6 @@ def is_minified(model: BaseModelClass) -> bool:
 def make_data_loader(model: BaseModelClass, indices, batch_size: int | None = None, shuffle: bool = False, **kwargs):
     """Inference data loader over ``indices`` of ``model.adata`` (wraps ``model._make_data_loader``)."""
     return model._make_data_loader(adata=model.adata, indices=indices, batch_size=batch_size, shuffle=shuffle, **kwargs)
-
-
-def adata_manager(model: BaseModelClass):
-    """The AnnDataManager registered for ``model.adata``."""
-    return model.adata_manager
-
-
-def validate_anndata(model: BaseModelClass, adata):
-    """Check that ``adata`` is compatible with ``model`` (wraps ``model._validate_anndata``)."""
-    return model._validate_anndata(adata)
 
 
 def check_if_trained(model: BaseModelClass) -> bool:
