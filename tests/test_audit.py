@@ -15,7 +15,7 @@ import scforget as sf
 from scforget._clone import clone_model
 from scforget.privacy import AuditReport, audit
 
-from .conftest import same_state, state_snapshot, train_tiny
+from .conftest import same_state, state_snapshot
 
 CHEAP = ("loss", "kl", "classifier", "distance")
 COLUMNS = [
@@ -30,24 +30,6 @@ COLUMNS = [
     "n_members",
     "n_nonmembers",
 ]
-
-
-@pytest.fixture(scope="module")
-def _shared(_pbmc_small_master):
-    """One tiny model for the whole module (trained once: read-only tests)."""
-    adata = _pbmc_small_master.copy()
-    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
-    return train_tiny(sf.model.SCVI, adata, split), split
-
-
-@pytest.fixture
-def trained_scvi(_shared):
-    return _shared[0]
-
-
-@pytest.fixture
-def dc_split(_shared):
-    return _shared[1]
 
 
 def report_model_names(report):

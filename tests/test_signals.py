@@ -13,24 +13,6 @@ from scforget.privacy import signals
 from .conftest import mean_nll, same_state, state_snapshot, train_tiny
 
 
-@pytest.fixture(scope="module")
-def _shared(_pbmc_small_master):
-    """One tiny model for the whole module (trained once: read-only tests)."""
-    adata = _pbmc_small_master.copy()
-    split = sf.data.structured_forget(adata, "cell_type", "DC", holdout_fraction=0.5, seed=0)
-    return train_tiny(sf.model.SCVI, adata, split), split
-
-
-@pytest.fixture
-def trained_scvi(_shared):
-    return _shared[0]
-
-
-@pytest.fixture
-def dc_split(_shared):
-    return _shared[1]
-
-
 def test_signals_columns_index_and_values(trained_scvi, dc_split):
     model = trained_scvi
     cells = dc_split.forget
