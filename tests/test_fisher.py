@@ -28,15 +28,6 @@ NO_GRAD_NB = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models on a shared CPU run much faster single-threaded; restored afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def scvi_model(_pbmc_small_master):
     adata = _pbmc_small_master.copy()

@@ -19,14 +19,6 @@ METHODS = ("ssd", "fisher_forgetting", "relative_fisher")
 KW = {"max_retain_cells": 700}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(_pbmc_small_master):
     import scvi

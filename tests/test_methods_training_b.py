@@ -18,15 +18,6 @@ METHODS = ("gisa", "frozen_critic", "extragradient")
 EPOCHS = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models on a shared CPU run much faster single-threaded; restored afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(_pbmc_small_master):
     import scvi

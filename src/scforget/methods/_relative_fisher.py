@@ -7,14 +7,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from ._registry import UnlearnContext, register
+from ._validate import check_no_epochs, check_positive
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
-
-
-def _check_positive(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
 
 
 def relative_fisher(
@@ -70,16 +66,12 @@ def relative_fisher(
 
     if mode not in ("dampen", "noise"):
         raise ValueError(f"`mode` must be 'dampen' or 'noise'; got {mode!r}.")
-    _check_positive(threshold, "threshold")
-    _check_positive(strength, "strength")
-    _check_positive(noise_scale, "noise_scale")
+    check_positive(threshold, "threshold")
+    check_positive(strength, "strength")
+    check_positive(noise_scale, "noise_scale")
     if isinstance(damping, bool) or not isinstance(damping, int | float) or damping < 0:
         raise ValueError(f"`damping` must be a non-negative number; got {damping!r}.")
-    if ctx.max_epochs:
-        raise ValueError(
-            f"'relative_fisher' edits parameters without training, so `max_epochs` must be 0 (got {ctx.max_epochs}). "
-            "For a retain fine-tune afterwards, run unlearn(result, forget, method='finetune')."
-        )
+    check_no_epochs(ctx, "relative_fisher")
     f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if ctx.seed is None else int(ctx.seed))

@@ -7,22 +7,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ._registry import UnlearnContext, register
+from ._validate import check_no_epochs, check_positive
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
-
-
-def _check_positive(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
-
-
-def _check_no_epochs(ctx: UnlearnContext, method: str) -> None:
-    if ctx.max_epochs:
-        raise ValueError(
-            f"{method!r} edits parameters without training, so `max_epochs` must be 0 (got {ctx.max_epochs}). "
-            f"For a retain fine-tune afterwards, run unlearn(result, forget, method='finetune')."
-        )
 
 
 def ssd(
@@ -61,9 +49,9 @@ def ssd(
     """
     from scforget.fisher._edits import forget_retain_fisher, record_edit, snapshot
 
-    _check_positive(alpha, "alpha")
-    _check_positive(lam, "lam")
-    _check_no_epochs(ctx, "ssd")
+    check_positive(alpha, "alpha")
+    check_positive(lam, "lam")
+    check_no_epochs(ctx, "ssd")
     f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
     before = snapshot(model.module)
     n_selected = 0
