@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import scanpy as sc
 import scvi
+import torch
+from torch import nn
 
 import scforget as sf
 
@@ -130,3 +134,59 @@ def mean_nll(model, indices, batch_size: int = 512) -> float:
             n += ll.shape[0]
     module.train(was_training)
     return total / n
+
+
+class ForgetBatchNormWatch:
+    """Flags any train-mode BatchNorm forward of the student on a batch holding forget cells.
+
+    A pre-hook on the student's encoder of ``z`` identifies the cells of each forward from their
+    counts (the encoder receives ``log1p`` counts); the hooks on the BatchNorm layers that follow in
+    the same forward pass check the mode. Teachers are separate copies and are not hooked.
+    """
+
+    def __init__(self, module: nn.Module, forget_counts: np.ndarray):
+        self.forget = {row.tobytes() for row in np.rint(forget_counts).astype(np.int64)}
+        self.current_has_forget = False
+        self.train_calls = 0
+        self.violations = 0
+        self.handles = [module.z_encoder.register_forward_pre_hook(self._encoder)]
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                self.handles.append(m.register_forward_pre_hook(self._bn))
+
+    def _encoder(self, _mod, args):
+        x = torch.expm1(args[0].detach()).round().to(torch.int64).cpu().numpy()
+        self.current_has_forget = any(row.tobytes() in self.forget for row in x)
+
+    def _bn(self, mod, _args):
+        if mod.training:
+            self.train_calls += 1
+            self.violations += int(self.current_has_forget)
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def watch_batchnorm(model, forget):
+    """Hook the module that :func:`scforget.unlearn` trains (the clone) through ``clone_model``."""
+    import scforget.methods._unlearn as unlearn_mod
+
+    counts = model.adata.X[forget]
+    counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+    watches = []
+    original = unlearn_mod.clone_model
+
+    def cloning(m):
+        new = original(m)
+        watches.append(ForgetBatchNormWatch(new.module, counts))
+        return new
+
+    unlearn_mod.clone_model = cloning
+    try:
+        yield watches
+    finally:
+        unlearn_mod.clone_model = original
+        for w in watches:
+            w.remove()

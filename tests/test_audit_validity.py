@@ -21,6 +21,11 @@ N_LATENT = 10
 
 
 def _train(adata, train, epochs=EPOCHS):
+    import scvi
+
+    # module fixtures run before the autouse seed fixture: seed here, or the model depends on the
+    # process's random torch seed and every assertion below becomes a coin flip
+    scvi.settings.seed = 0
     rest = np.setdiff1d(np.arange(adata.n_obs), train)
     model = sf.model.SCVI(adata, n_hidden=128, n_latent=N_LATENT, dropout_rate=0.0)
     model.train(
@@ -89,8 +94,20 @@ def test_null_two_never_trained_sets(leak):
         n_bootstrap=500,
         progress_bar=False,
     )
-    s = report.summary()
-    assert ((s["auc_ci_low"] <= 0.5) & (s["auc_ci_high"] >= 0.5)).all(), s
+    _assert_family_covers_chance(report)
+
+
+def _assert_family_covers_chance(report, alpha: float = 0.05) -> None:
+    """Under the null every attack's CI covers 0.5; with several attacks, at a Bonferroni-corrected level.
+
+    Requiring each of k 95% intervals to cover 0.5 fails with probability up to 1 - 0.95**k under the
+    null (23% for k = 5); intervals at level 1 - alpha / k cover jointly with probability >= 1 - alpha.
+    """
+    y = report.per_cell["label"].to_numpy()
+    level = 1 - alpha / len(report.attacks)
+    for attack in report.attacks:
+        _, lo, hi = auc_with_ci(report.per_cell[attack].to_numpy(), y, n_bootstrap=2000, seed=0, level=level)
+        assert lo <= 0.5 <= hi, (attack, lo, hi)
 
 
 def test_retrained_model_near_chance(leak, retrained):
@@ -227,5 +244,4 @@ def test_null_two_never_trained_sets_cheap(leak, retrained):
         n_bootstrap=500,
         progress_bar=False,
     )
-    s = report.summary()
-    assert ((s["auc_ci_low"] <= 0.5) & (s["auc_ci_high"] >= 0.5)).all(), s
+    _assert_family_covers_chance(report)

@@ -118,6 +118,10 @@ def test_diagonal_bad_input_fails_early(scvi_model):
         fisher.diagonal(model, [model.adata.n_obs + 5])
     with pytest.raises(TypeError, match="model"):
         fisher.diagonal(object(), [0])
+    with pytest.raises(TypeError, match="batch_size"):
+        fisher.diagonal(model, split.forget, batch_size=True)
+    with pytest.raises(TypeError, match="return_gradient"):
+        fisher.diagonal(model, split.forget, return_gradient="yes")
 
 
 def _check_cover(model):
@@ -195,9 +199,10 @@ def test_overlap_table_null_and_per_gene(scvi_model):
     assert len(ov.per_gene) == model.adata.n_vars
     assert ov.per_gene["cosine"].between(0, 1 + 1e-9).all()
     np.testing.assert_allclose(ov.per_gene["forget_mass"].sum(), 1.0)
-    fig = ov.plot_scatter(show=False, max_points=500)
+    axes = ov.plot_scatter(show=False, max_points=500)
     ax = ov.plot_categories(show=False)
-    assert len(fig.axes) == len(t) - 1 and ax.get_ylabel() == "Fisher cosine"
+    assert len(axes) == len(t) - 1 and ax.get_ylabel() == "Fisher cosine"
+    assert "SCVI" in axes[0].figure.texts[0].get_text() and "SCVI" in ax.get_title()
 
 
 def test_overlap_validates_input(scvi_model):
@@ -234,10 +239,54 @@ def test_classifier_baseline_table(scvi_model):
         fisher.classifier_baseline(model.adata, "cell_type", "Neuron", model=model)
 
 
-def test_unlearnability_verdict(scvi_model):
+def test_unlearnability_verdict_follows_its_evidence(scvi_model):
+    """The verdict is a function of the evidence and the thresholds; each branch is reached and checked."""
     model, split = scvi_model
-    u = fisher.unlearnability(model, split.forget, split.retain[::4], n_null=2, progress_bar=False)
-    assert u.verdict in {"entangled", "partly separable", "separable"}
-    assert isinstance(u.evidence, pd.DataFrame) and "relative_overlap" in u.evidence
-    assert np.isfinite(u.retrain_seconds) and u.retrain_seconds > 0
-    assert f"{u.retrain_seconds:,.0f} s" in str(u)
+    kw = {"n_null": 2, "progress_bar": False, "seed": 0}
+    u = fisher.unlearnability(model, split.forget, split.retain[::4], **kw)
+    ev = u.evidence
+    # the evidence is the overlap table's cosine over its null, per category
+    t = u.overlap.table
+    for cat in ev.index:
+        assert ev.loc[cat, "relative_overlap"] == pytest.approx(t.loc[cat, "cosine"] / t.loc[cat, "null_cosine"])
+    main = ev.loc[[c for c in ev.index if c in ("encoder", "bottleneck", "decoder_hidden", "decoder_output")]]
+    lo, hi = float(main["relative_overlap"].min()), float(main["relative_overlap"].max())
+    # thresholds below every category: entangled; above every category: separable; in between: partly
+    entangled = fisher.unlearnability(
+        model, split.forget, split.retain[::4], separable_below=lo / 2, entangled_above=lo / 2, **kw
+    )
+    separable = fisher.unlearnability(
+        model, split.forget, split.retain[::4], separable_below=hi * 2, entangled_above=hi * 2, **kw
+    )
+    partly = fisher.unlearnability(
+        model, split.forget, split.retain[::4], separable_below=(lo + hi) / 2, entangled_above=hi * 2, **kw
+    )
+    assert entangled.verdict == "entangled" and entangled.separable_categories == ()
+    assert separable.verdict == "separable" and set(separable.separable_categories) == set(main.index)
+    assert partly.verdict == "partly separable"
+    assert set(partly.separable_categories) == set(main.index[main["relative_overlap"] < (lo + hi) / 2])
+
+
+def test_unlearnability_trains_nothing_and_estimates_from_the_recipe(scvi_model, monkeypatch):
+    model, split = scvi_model
+    import scvi.train
+
+    calls = []
+    monkeypatch.setattr(scvi.train.TrainRunner, "__call__", lambda self: calls.append(1))
+    retain = split.retain[::4]
+    u = fisher.unlearnability(model, split.forget, retain, n_null=2, progress_bar=False)
+    assert not calls  # no model was trained
+    recipe = model.training_recipe_
+    expected = recipe["train_seconds"] * retain.size / recipe["n_train_cells"]
+    assert u.retrain_seconds == pytest.approx(expected)
+    assert f"{expected:,.0f} s" in str(u)
+    given = fisher.unlearnability(model, split.forget, retain, n_null=2, progress_bar=False, retrain_seconds=12.5)
+    assert given.retrain_seconds == 12.5
+    with pytest.raises(TypeError, match="retrain_seconds"):
+        fisher.unlearnability(model, split.forget, retain, retrain_seconds="fast", progress_bar=False)
+
+
+def test_unlearnability_on_stock_model_says_cost_is_unknown(pbmc_small, dc_split):
+    stock = train_tiny(scvi.model.SCVI, pbmc_small, dc_split, max_epochs=2)
+    u = fisher.unlearnability(stock, dc_split.forget, dc_split.retain[::4], n_null=2, progress_bar=False)
+    assert np.isnan(u.retrain_seconds) and "unknown" in str(u)

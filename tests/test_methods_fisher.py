@@ -8,6 +8,7 @@ import torch
 
 import scforget as sf
 import scforget.fisher
+import scforget.methods._edits
 import scforget.methods._fisher_forgetting
 import scforget.methods._relative_fisher
 import scforget.methods._ssd
@@ -111,16 +112,28 @@ def test_fisher_forgetting_finetune_uses_training_loss(setup):
         ("fisher_forgetting", {"alpha": 0.0}, ValueError),
         ("relative_fisher", {"mode": "shuffle"}, ValueError),
         ("relative_fisher", {"threshold": 0}, ValueError),
+        ("ssd", {"alpha": True}, TypeError),
+        ("fisher_forgetting", {"alpha": "big"}, TypeError),
+        ("relative_fisher", {"max_retain_cells": 1.5}, TypeError),
+        ("relative_fisher", {"mode": "dampn"}, ValueError),
     ],
 )
 def test_bad_arguments_fail_early(method, kwargs, error, setup, monkeypatch):
     split, model = setup
     before = state_snapshot(model)
-    calls = []
-    monkeypatch.setattr(sf.fisher, "diagonal", lambda *a, **k: calls.append(1))
+
+    class Reached(Exception):
+        pass
+
+    def fake_diagonal(*a, **k):
+        raise Reached
+
+    # the methods compute their Fisher through scforget.methods._edits.diagonal: patch that name
+    monkeypatch.setattr(scforget.methods._edits, "diagonal", fake_diagonal)
+    with pytest.raises(Reached):  # the patch is on the path the methods use
+        sf.unlearn(model, split.forget, method=method, seed=0, **KW)
     with pytest.raises(error):
-        sf.unlearn(model, split.forget, method=method, **kwargs)
-    assert not calls  # failed before any Fisher computation
+        sf.unlearn(model, split.forget, method=method, **kwargs)  # fails before any Fisher computation
     assert same_state(model, before)
 
 

@@ -22,12 +22,6 @@ def test_subclass_needs_its_own_setup(pbmc_small):
         sf.model.CondSCVI(pbmc_small)
 
 
-def test_non_count_layer_warns_at_setup(pbmc_small):
-    pbmc_small.X = pbmc_small.X * 0.5  # not integers any more
-    with pytest.warns(UserWarning, match="unnormalized count data"):
-        sf.model.SCVI.setup_anndata(pbmc_small)
-
-
 def test_train_records_recipe(trained_scvi):
     recipe = trained_scvi.training_recipe_
     assert recipe["max_epochs"] == 5

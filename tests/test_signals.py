@@ -89,7 +89,7 @@ def test_signals_condscvi_and_stock_scvi(pbmc_small, dc_split):
 
 
 def test_signals_errors(pbmc_small, trained_scvi):
-    with pytest.raises(TypeError, match="Cannot audit"):
+    with pytest.raises(TypeError, match="must be a trained scvi-tools model for membership signals"):
         signals(object(), [0])
     sf.model.SCVI.setup_anndata(pbmc_small)
     untrained = sf.model.SCVI(pbmc_small, n_hidden=8, n_latent=2)

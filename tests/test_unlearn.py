@@ -8,7 +8,7 @@ import scvi
 import scforget as sf
 from scforget.methods import verify_forgotten
 
-from .conftest import mean_nll, same_state, state_snapshot, train_tiny
+from .conftest import ForgetBatchNormWatch, mean_nll, same_state, state_snapshot, train_tiny, watch_batchnorm
 
 QUIET = {"enable_progress_bar": False}
 
@@ -152,11 +152,24 @@ def test_retrain_of_stock_model_warns_recipe_inferred(pbmc_small, dc_split):
     assert new.unlearning_records_[-1]["max_epochs"] == 2
 
 
-def test_batchnorm_stats_untouched_by_finetune_forget_cells(trained_scvi, dc_split):
-    """finetune never shows forget cells; running stats equal a run with the forget cells excluded entirely."""
-    a = trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=3, **QUIET)
-    b = trained_scvi.unlearn(dc_split.forget, retain=dc_split.retain, max_epochs=1, seed=3, **QUIET)
-    assert same_state(a, state_snapshot(b))
+def test_finetune_never_shows_forget_cells_to_train_mode_batchnorm(trained_scvi, dc_split):
+    """No train-mode BatchNorm forward of finetune's student holds a forget cell; the watch itself can see one."""
+    import torch
+
+    with watch_batchnorm(trained_scvi, dc_split.forget) as watches:
+        trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=3, **QUIET)
+    (watch,) = watches
+    assert watch.train_calls > 0 and watch.violations == 0
+    # positive control: a train-mode forward on forget cells is flagged by the same watch
+    counts = trained_scvi.adata.X[dc_split.forget]
+    control = ForgetBatchNormWatch(trained_scvi.module, counts.toarray())
+    (tensors,) = list(trained_scvi._make_data_loader(adata=trained_scvi.adata, indices=dc_split.forget))
+    trained_scvi.module.train()
+    with torch.no_grad():
+        trained_scvi.module(tensors)
+    trained_scvi.module.eval()
+    control.remove()
+    assert control.violations > 0
 
 
 # ---------------------------------------------------------------------------------------------

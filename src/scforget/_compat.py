@@ -5,6 +5,8 @@ Everything here is a thin wrapper so that a change in scvi-tools breaks in one p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,6 +45,13 @@ def default_max_epochs(n_obs: int) -> int:
     return int(get_max_epochs_heuristic(n_obs))
 
 
+def registered_anndata(model: BaseModelClass, key: str = "X"):
+    """The AnnData holding the registered field ``key``: ``model.adata``, or its modality for MuData."""
+    entry = model.adata_manager.data_registry.get(key, {})
+    mod_key = entry.get("mod_key", None) if hasattr(entry, "get") else None
+    return model.adata.mod[mod_key] if mod_key is not None else model.adata
+
+
 def registered_var_names(model: BaseModelClass):
     """Gene names recorded when the model's data was set up, or ``None`` if not recorded."""
     try:
@@ -70,3 +79,27 @@ def inference_input(module, tensors: dict) -> dict:
 def generative_input(module, tensors: dict, inference_outputs: dict) -> dict:
     """Keyword arguments of ``module.generative`` (wraps ``module._get_generative_input``)."""
     return module._get_generative_input(tensors, inference_outputs)
+
+
+@contextlib.contextmanager
+def manager_in_use(model: BaseModelClass) -> Iterator[None]:
+    """Make ``model``'s own data manager the one its class finds for ``model.adata`` inside the block.
+
+    scvi-tools keeps, per model class, the most recent manager set up for each AnnData (by the uuid
+    in ``adata.uns``). After ``setup_anndata`` on a *copy* of the AnnData that entry points at the
+    copy, and a new model on the original AnnData fails with "Did you make a copy?". The class's
+    entry is restored on exit, so the user's own registrations are left as they were
+    (wraps ``_setup_adata_manager_store``).
+    """
+    store = type(model)._setup_adata_manager_store
+    uuid = model.adata_manager.adata_uuid
+    missing = object()
+    previous = store.get(uuid, missing)
+    store[uuid] = model.adata_manager
+    try:
+        yield
+    finally:
+        if previous is missing:
+            store.pop(uuid, None)
+        else:
+            store[uuid] = previous

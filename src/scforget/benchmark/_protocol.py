@@ -119,10 +119,8 @@ def _latent_accuracy(model, train_idx: np.ndarray, test_idx: np.ndarray, labels:
 
 
 def _audit_columns(model, split, references: list, config: BenchmarkConfig, seed: int) -> dict[str, Any]:
-    try:
-        from scforget.privacy import audit
-    except ImportError:  # pragma: no cover - audit not installed in this build
-        return {}
+    from scforget.privacy import audit
+
     attacks = ["loss", "kl", "classifier", "distance"] + (["lira"] if references else [])
     report = audit(
         model,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from scforget._utils import close_matches
+from scforget._core import check_int, close_matches, never_trained
 
 from ._index import CellSpec, as_positions
 
@@ -54,17 +54,6 @@ class MatchedNegatives:
         return f"MatchedNegatives(n_distinct={self.n_distinct} of {self.n_requested} matches{comp})"
 
 
-def never_trained(model: BaseModelClass) -> np.ndarray:
-    """Positions of cells the model neither trained nor validated on."""
-    n_obs = model.adata.n_obs
-    used = np.zeros(n_obs, dtype=bool)
-    for attr in ("train_indices", "validation_indices"):
-        idx = getattr(model, attr, None)
-        if idx is not None:
-            used[np.asarray(idx, dtype=np.int64)] = True
-    return np.flatnonzero(~used)
-
-
 def matched_negatives(
     model: BaseModelClass,
     members: CellSpec,
@@ -105,8 +94,8 @@ def matched_negatives(
 
     names = model.adata.obs_names
     mem = as_positions(members, names, argument="members")
-    if not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"`k` must be a positive integer; got {k!r}.")
+    k = check_int(k, "k", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1, allow_none=True)
     if groupby is not None and groupby not in model.adata.obs.columns:
         raise KeyError(f"`groupby`={groupby!r} is not a column of adata.obs.{close_matches(groupby, model.adata.obs)}")
     allowed = np.setdiff1d(never_trained(model), mem)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scforget._utils import close_matches
+from scforget._core import check_int, check_number, close_matches, resolve_seed
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -90,11 +90,15 @@ class ForgetSplit:
         return f"ForgetSplit({counts}; {self.description})"
 
 
-def _check_fraction(value: float, argument: str, *, upper_inclusive: bool = False) -> None:
-    ok = 0.0 <= value <= 1.0 if upper_inclusive else 0.0 <= value < 1.0
-    if not ok:
-        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
-        raise ValueError(f"`{argument}` must lie in {bound}; got {value}.")
+def _check_fraction(value: float, argument: str, *, upper_inclusive: bool = False) -> float:
+    return check_number(value, argument, minimum=0.0, maximum=1.0, exclusive_maximum=not upper_inclusive)
+
+
+def _check_rest(unseen_fraction: float, validation_fraction: float, unseen_name: str = "unseen_fraction") -> None:
+    _check_fraction(unseen_fraction, unseen_name)
+    _check_fraction(validation_fraction, "validation_fraction")
+    if unseen_fraction + validation_fraction >= 1:
+        raise ValueError(f"`{unseen_name} + validation_fraction` must be below 1 so that cells remain to train on.")
 
 
 def _split_rest(
@@ -114,7 +118,7 @@ def structured_forget(
     holdout_fraction: float = 0.5,
     unseen_fraction: float = 0.1,
     validation_fraction: float = 0.05,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> ForgetSplit:
     """Forget a whole group of cells (a cell type, cluster or donor).
 
@@ -138,7 +142,7 @@ def structured_forget(
     validation_fraction
         Fraction of the other cells used for validation only.
     seed
-        Seed of the random assignment.
+        Seed of the random assignment; ``None`` follows :attr:`scvi.settings.seed`.
 
     Returns
     -------
@@ -152,10 +156,8 @@ def structured_forget(
     if key not in adata.obs.columns:
         raise KeyError(f"`key`={key!r} is not a column of adata.obs.{close_matches(key, adata.obs.columns)}")
     _check_fraction(holdout_fraction, "holdout_fraction")
-    _check_fraction(unseen_fraction, "unseen_fraction")
-    _check_fraction(validation_fraction, "validation_fraction")
-    if unseen_fraction + validation_fraction >= 1:
-        raise ValueError("`unseen_fraction + validation_fraction` must be below 1 so that cells remain to retain.")
+    _check_rest(unseen_fraction, validation_fraction)
+    seed = resolve_seed(seed)
     values = list(value) if isinstance(value, list | tuple | set) else [value]
     col = adata.obs[key].astype(str)
     present = set(col.unique())
@@ -190,7 +192,7 @@ def scattered_forget(
     holdout_size: int | None = None,
     unseen_fraction: float = 0.1,
     validation_fraction: float = 0.05,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> ForgetSplit:
     """Forget ``n`` random cells, with ``holdout_size`` random never-trained cells as their non-members.
 
@@ -207,21 +209,20 @@ def scattered_forget(
     validation_fraction
         Fraction of the remaining cells used for validation only.
     seed
-        Seed of the random assignment.
+        Seed of the random assignment; ``None`` follows :attr:`scvi.settings.seed`.
 
     Returns
     -------
     The split.
     """
-    holdout_size = n if holdout_size is None else holdout_size
-    if not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"`n` must be a positive integer; got {n!r}.")
-    if holdout_size < 0 or n + holdout_size >= adata.n_obs:
+    n = check_int(n, "n", minimum=1)
+    holdout_size = n if holdout_size is None else check_int(holdout_size, "holdout_size", minimum=0)
+    if n + holdout_size >= adata.n_obs:
         raise ValueError(
             f"`n` + `holdout_size` = {n + holdout_size} must be below the number of cells ({adata.n_obs})."
         )
-    _check_fraction(unseen_fraction, "unseen_fraction")
-    _check_fraction(validation_fraction, "validation_fraction")
+    _check_rest(unseen_fraction, validation_fraction)
+    seed = resolve_seed(seed)
     rng = np.random.RandomState(seed)
     perm = rng.permutation(adata.n_obs)
     forget, holdout = perm[:n], perm[n : n + holdout_size]
@@ -236,7 +237,7 @@ def heldout_split(
     *,
     stratify_key: str | None = None,
     validation_fraction: float = 0.0,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> ForgetSplit:
     """Split cells into training cells and generic unseen cells (no forget set yet).
 
@@ -251,16 +252,14 @@ def heldout_split(
     validation_fraction
         Fraction of cells used for validation only.
     seed
-        Seed of the random assignment.
+        Seed of the random assignment; ``None`` follows :attr:`scvi.settings.seed`.
 
     Returns
     -------
     A :class:`ForgetSplit` with empty ``forget`` and ``holdout``; ``retain`` holds the training cells.
     """
-    _check_fraction(fraction, "fraction")
-    _check_fraction(validation_fraction, "validation_fraction")
-    if fraction + validation_fraction >= 1:
-        raise ValueError("`fraction + validation_fraction` must be below 1.")
+    _check_rest(fraction, validation_fraction, "fraction")
+    seed = resolve_seed(seed)
     rng = np.random.RandomState(seed)
     if stratify_key is None:
         groups = [np.arange(adata.n_obs)]

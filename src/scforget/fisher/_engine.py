@@ -9,9 +9,27 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
+
+from scforget._core import (
+    FISHER_CLASSES,
+    check_bool,
+    check_choice,
+    check_counts,
+    check_int,
+    check_model,
+    fork_rng,
+    minibatches,
+    negative_elbo,
+    posterior_mean_forward,
+    reconstruction_log_prob,
+    resolve_seed,
+    seeded,
+    tensors_to,
+)
+
+from ._samplers import sampler_for
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -25,8 +43,6 @@ PerCellLoss = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 _ESTIMATORS = ("per_sample", "per_batch", "sampled")
 _ENGINES = ("vectorized", "loop")
 _LOSSES = ("elbo", "reconstruction")
-_BATCHNORM = (nn.BatchNorm1d,)
-_TAPPED = (nn.Linear, nn.BatchNorm1d, nn.LayerNorm, nn.Embedding)
 
 
 class DiagonalFisher(dict):
@@ -99,30 +115,14 @@ class DiagonalFisher(dict):
 # ---------------------------------------------------------------------------------------------
 # per-cell losses of scvi-tools modules
 # ---------------------------------------------------------------------------------------------
-def _posterior_mean_outputs(module: nn.Module, tensors: dict) -> tuple[dict, dict]:
-    from scforget import _compat
-
-    inference = dict(module.inference(**_compat.inference_input(module, tensors)))
-    qz = inference.get("qz")
-    if qz is None or not hasattr(qz, "loc"):
-        raise TypeError(
-            f"{type(module).__name__}.inference returns no Gaussian posterior 'qz'; the Fisher engine "
-            "supports scvi-tools VAE modules (SCVI, CondSCVI, SCANVI)."
-        )
-    encoder = getattr(module, "z_encoder", None)
-    transform = getattr(encoder, "z_transformation", None)
-    inference["z"] = transform(qz.loc) if callable(transform) else qz.loc
-    generative = dict(module.generative(**_compat.generative_input(module, tensors, inference)))
-    return inference, generative
-
-
 def elbo_per_cell(module: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-cell negative ELBO (reconstruction NLL + local KL, KL weight 1) at the posterior mean.
 
-    The encoder's posterior mean replaces the sampled ``z``, so the value is deterministic. The
-    terms come from the module's own :class:`~scvi.module.base.LossOutput` (``reconstruction_loss``
-    and ``kl_local``, one value per cell), never from its batch-averaged ``loss``, so cells do not
-    mix.
+    The encoder's posterior mean replaces the sampled ``z`` and the observed library size the
+    sampled one, so the value is deterministic. Cells never mix (no batch mean is taken). For scVI
+    and CondSCVI (standard normal prior) the terms are computed directly, the negative binomial on
+    the non-zero counts only; otherwise they come from the module's own
+    :class:`~scvi.module.base.LossOutput`.
 
     Parameters
     ----------
@@ -135,20 +135,13 @@ def elbo_per_cell(module: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.
     -------
     Tensor with one value per cell.
     """
-    from scvi.module.base import LossOutput
-
-    inference, generative = _posterior_mean_outputs(module, tensors)
-    out = module.loss(tensors, inference, generative, kl_weight=1.0)
-    return LossOutput.dict_sum(out.reconstruction_loss) + LossOutput.dict_sum(out.kl_local)
+    return negative_elbo(module, tensors)
 
 
 def reconstruction_per_cell(module: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-cell reconstruction negative log-likelihood at the posterior mean (see :func:`elbo_per_cell`)."""
-    from scvi.module.base import LossOutput
-
-    inference, generative = _posterior_mean_outputs(module, tensors)
-    out = module.loss(tensors, inference, generative, kl_weight=1.0)
-    return LossOutput.dict_sum(out.reconstruction_loss)
+    _, generative = posterior_mean_forward(module, tensors)
+    return -reconstruction_log_prob(module, tensors, generative)
 
 
 @torch.no_grad()
@@ -158,7 +151,7 @@ def sample_counts(module: nn.Module, tensors: dict[str, torch.Tensor], *, max_tr
     Used by the ``"sampled"`` (true Fisher) estimator. Cells whose draw has zero total counts are
     redrawn (the observed library size must be positive).
     """
-    _, generative = _posterior_mean_outputs(module, tensors)
+    _, generative = posterior_mean_forward(module, tensors)
     px = generative["px"]
     # scvi-tools samples under inference mode; clone to get ordinary tensors
     x = px.sample().clone()
@@ -175,14 +168,41 @@ def sample_counts(module: nn.Module, tensors: dict[str, torch.Tensor], *, max_tr
 
 
 # ---------------------------------------------------------------------------------------------
-# the vectorised engine: layer hooks, then per-cell parameter copies or Jacobians, then a loop
+# accumulators and the pieces of the vectorised engine
 # ---------------------------------------------------------------------------------------------
-class _Record:
-    __slots__ = ("calls", "grad", "inp", "module", "name", "out")
+def _n_of(tensors: dict) -> int:
+    return int(next(v for v in tensors.values() if isinstance(v, torch.Tensor)).shape[0])
 
-    def __init__(self, name: str, module: nn.Module):
-        self.name = name
-        self.module = module
+
+def _one_cell(tensors: dict, i: int) -> dict:
+    return {k: v[i : i + 1] for k, v in tensors.items()}
+
+
+class _Sums:
+    """Running sums of squared per-cell gradients and of gradients, per parameter (float64)."""
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        self.sq = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+        self.total = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+        self.seen: set[str] = set()
+        self.engines: dict[str, str] = {}
+        self.n_cells = 0
+
+    def add(self, name: str, square: torch.Tensor, engine: str, total: torch.Tensor | None = None) -> None:
+        self.sq[name] += square.double()
+        if total is not None:
+            self.total[name] += total.double()
+        self.seen.add(name)
+        self.engines[name] = engine
+
+
+class _Record:
+    """Input and output of one tapped layer in the current forward pass."""
+
+    __slots__ = ("calls", "entry", "grad", "inp", "module", "name", "out")
+
+    def __init__(self, name: str, module: nn.Module, entry):
+        self.name, self.module, self.entry = name, module, entry
         self.calls = 0
         self.inp: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
@@ -194,33 +214,20 @@ class _Record:
         return [pre + p for p, _ in self.module.named_parameters(recurse=False)]
 
     def supported(self) -> bool:
-        """Called once, with an input and output of a shape the closed forms handle."""
-        mod, a, out = self.module, self.inp, self.out
-        if self.calls != 1 or a is None or not isinstance(out, torch.Tensor) or not out.requires_grad:
+        """Called once, with an input and output of a shape its sampler handles."""
+        out = self.out
+        if self.calls != 1 or self.inp is None or not isinstance(out, torch.Tensor) or not out.requires_grad:
             return False
-        if isinstance(mod, nn.Linear):
-            return a.dim() == 2 and out.dim() == 2
-        if isinstance(mod, nn.BatchNorm1d):
-            return a.dim() == 2 and not mod.training and mod.running_mean is not None
-        if isinstance(mod, nn.LayerNorm):
-            return a.dim() == 2 and tuple(mod.normalized_shape) == (a.shape[1],)
-        if isinstance(mod, nn.Embedding):
-            idx = a.reshape(-1) if a.dim() == 2 and a.shape[1] == 1 else a
-            return idx.dim() == 1 and mod.max_norm is None and out.shape[0] == idx.shape[0]
-        return False
+        return bool(self.entry.supports(self.module, self.inp, out))
 
 
 class _LayerTap:
-    """Forward hooks that let the per-cell squared gradients of common layers be computed in closed form.
+    """Forward hooks keeping the input and output of every layer that has a registered sampler.
 
-    The hooks keep each layer's input and output; one backward pass then asks autograd for the
-    gradients at the layer *outputs* only (no weight gradients are formed). For a linear layer
-    ``y = W a + b`` the gradient of cell ``n``'s loss is ``g_n a_nᵀ`` (``g_n`` the gradient at the
-    layer output), so ``Σ_n (g_n a_nᵀ)² = (g²)ᵀ (a²)`` elementwise: one
-    matrix product per batch, no per-cell gradients materialised. BatchNorm in eval mode and
-    LayerNorm are per-cell affine maps (``Σ_n (g_n x̂_n)²``), embeddings scatter ``g_n²`` onto the
-    looked-up rows. Layers called more than once per forward pass, or with inputs of another shape,
-    are left to the generic fallback.
+    One backward pass then asks autograd for the gradients at those layers' *outputs* only; each
+    layer's sampler (see :mod:`scforget.fisher._samplers`) turns them into per-cell squared sums.
+    Layers called more than once per forward pass, or with inputs of another shape, are left to the
+    generic fallbacks.
     """
 
     def __init__(self, module: nn.Module, wanted: set[str]):
@@ -228,12 +235,11 @@ class _LayerTap:
         self.handles = []
         self.enabled = True
         for name, mod in module.named_modules():
-            if not isinstance(mod, _TAPPED):
-                continue
+            entry = sampler_for(mod)
             own = {f"{name}.{p}" if name else p for p, _ in mod.named_parameters(recurse=False)}
-            if not own or not own <= wanted:
+            if entry is None or not own or not own <= wanted:
                 continue
-            rec = _Record(name, mod)
+            rec = _Record(name, mod, entry)
             self.records[name] = rec
             self.handles.append(mod.register_forward_hook(partial(self._forward, rec)))
 
@@ -243,6 +249,19 @@ class _LayerTap:
         rec.calls += 1
         rec.inp = inputs[0].detach() if inputs and isinstance(inputs[0], torch.Tensor) else None
         rec.out = output if isinstance(output, torch.Tensor) else None
+
+    @property
+    def owned(self) -> set[str]:
+        """Parameters of tapped layers."""
+        return {k for rec in self.records.values() for k in rec.params}
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = True
 
     def reset(self) -> None:
         for rec in self.records.values():
@@ -254,44 +273,8 @@ class _LayerTap:
         self.handles.clear()
 
     def supported(self) -> list[_Record]:
-        """Records whose parameters get closed-form per-cell gradients in this batch."""
+        """Records whose parameters get closed-form per-cell sums in this batch."""
         return [rec for rec in self.records.values() if rec.supported()]
-
-
-def _closed_form(rec: _Record, with_sum: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """``Σ_n (∂ℓ_n/∂θ)²`` (and ``Σ_n ∂ℓ_n/∂θ`` if ``with_sum``) of a supported layer from its input and output gradient."""
-    mod, a, g = rec.module, rec.inp, rec.grad
-    sq: dict[str, torch.Tensor] = {}
-    total: dict[str, torch.Tensor] = {}
-    if isinstance(mod, nn.Linear):
-        g2 = g.square()
-        sq["weight"] = g2.t() @ a.square()
-        if with_sum:
-            total["weight"] = g.t() @ a
-        if mod.bias is not None:
-            sq["bias"] = g2.sum(0)
-            total["bias"] = g.sum(0)
-        return sq, total
-    if isinstance(mod, nn.Embedding):
-        idx = (a.reshape(-1) if a.dim() == 2 else a).long()
-        g = g.reshape(idx.shape[0], -1)
-        if mod.padding_idx is not None:
-            g = g * (idx != mod.padding_idx).unsqueeze(1)
-        sq["weight"] = torch.zeros_like(mod.weight).index_add_(0, idx, g.square())
-        total["weight"] = torch.zeros_like(mod.weight).index_add_(0, idx, g)
-        return sq, total
-    if isinstance(mod, nn.BatchNorm1d):
-        xhat = (a - mod.running_mean) / torch.sqrt(mod.running_var + mod.eps)
-    else:  # LayerNorm
-        xhat = nn.functional.layer_norm(a, mod.normalized_shape, eps=mod.eps)
-    if mod.weight is not None:
-        gw = g * xhat
-        sq["weight"] = gw.square().sum(0)
-        total["weight"] = gw.sum(0)
-    if mod.bias is not None:
-        sq["bias"] = g.square().sum(0)
-        total["bias"] = g.sum(0)
-    return sq, total
 
 
 class _LossModule(nn.Module):
@@ -306,45 +289,39 @@ class _LossModule(nn.Module):
         return self._fn(self.inner, tensors)
 
 
-def _n_of(tensors: dict) -> int:
-    return int(next(iter(tensors.values())).shape[0])
+def _per_cell_copies(params: dict[str, nn.Parameter], names: list[str], n: int) -> dict[str, torch.Tensor]:
+    """For each parameter, a leaf holding ``n`` copies of it, one per cell."""
+    return {k: params[k].detach().unsqueeze(0).expand(n, *params[k].shape).clone().requires_grad_(True) for k in names}
 
 
-def _expanded_grads(
-    module: nn.Module, fn: PerCellLoss, names: list[str], params: dict[str, nn.Parameter], tensors: dict
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-cell gradients of parameters used by broadcasting, via one copy of each per cell.
-
-    Each parameter ``p`` is replaced by a leaf of shape ``(n, *p.shape)`` holding ``n`` copies of
-    ``p``; if the module only combines ``p`` elementwise with per-cell tensors, row ``i`` of the
-    gradient of the summed loss is cell ``i``'s gradient. :func:`_substitution_works` checks this.
-    """
+def _losses_with_copies(module: nn.Module, fn: PerCellLoss, leaves: dict[str, torch.Tensor], tensors: dict):
     from torch.func import functional_call
 
-    n = _n_of(tensors)
-    leaves = {
-        k: params[k].detach().unsqueeze(0).expand(n, *params[k].shape).clone().requires_grad_(True) for k in names
-    }
-    losses = functional_call(_LossModule(module, fn), {f"inner.{k}": v for k, v in leaves.items()}, (tensors,))
-    grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
-    return losses, {k: g for k, g in zip(names, grads, strict=True) if g is not None}
+    return functional_call(_LossModule(module, fn), {f"inner.{k}": v for k, v in leaves.items()}, (tensors,))
 
 
 def _substitution_works(
     module: nn.Module, fn: PerCellLoss, name: str, params: dict[str, nn.Parameter], tensors: dict
 ) -> bool:
-    """Whether :func:`_expanded_grads` is exact for ``name`` (checked against single-cell passes)."""
+    """Whether per-cell copies give exact per-cell gradients for ``name`` (checked against single-cell passes).
+
+    Each parameter ``p`` is replaced by ``n`` copies; if the module only combines ``p`` elementwise
+    with per-cell tensors (e.g. scVI's gene dispersion ``px_r``), row ``i`` of the gradient of the
+    summed loss is cell ``i``'s gradient.
+    """
     n = min(_n_of(tensors), 3)
     sub = {k: v[:n] for k, v in tensors.items()}
     try:
-        losses, grads = _expanded_grads(module, fn, [name], params, sub)
+        leaves = _per_cell_copies(params, [name], n)
+        losses = _losses_with_copies(module, fn, leaves, sub)
+        (grad,) = torch.autograd.grad(losses.sum(), [leaves[name]], allow_unused=True)
     except (RuntimeError, ValueError, IndexError, TypeError):
         return False
-    if losses.shape != (n,) or name not in grads:
+    if losses.shape != (n,) or grad is None:
         return False
     for i in range(n):
-        ref = torch.autograd.grad(fn(module, {k: v[i : i + 1] for k, v in sub.items()}).sum(), params[name])[0]
-        if not torch.allclose(grads[name][i], ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()) + 1e-12):
+        ref = torch.autograd.grad(fn(module, _one_cell(sub, i)).sum(), params[name])[0]
+        if not torch.allclose(grad[i], ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()) + 1e-12):
             return False
     return True
 
@@ -359,11 +336,9 @@ def _jacobian_square_sums(
 ) -> dict[str, torch.Tensor]:
     """Per-cell gradients as Jacobian rows (batched backward over micro-batches of cells)."""
     out = {k: torch.zeros_like(params[k], dtype=torch.float64) for k in names}
-    n = _n_of(tensors)
     plist = [params[k] for k in names]
-    for s in range(0, n, micro_batch):
-        sub = {k: v[s : s + micro_batch] for k, v in tensors.items()}
-        losses = fn(module, sub)
+    for s in range(0, _n_of(tensors), micro_batch):
+        losses = fn(module, {k: v[s : s + micro_batch] for k, v in tensors.items()})
         eye = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
         grads = torch.autograd.grad(losses, plist, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
         for k, g in zip(names, grads, strict=True):
@@ -372,29 +347,106 @@ def _jacobian_square_sums(
     return out
 
 
-def _loop_square_sums(
+def _loop_sums(
     fn: PerCellLoss, module: nn.Module, names: list[str], params: dict[str, nn.Parameter], tensors: dict
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], set[str]]:
+    """One backward pass per cell: ``(square sums, sums, parameters with a gradient)`` (the reference)."""
     plist = [params[k] for k in names]
-    out = {k: torch.zeros_like(params[k], dtype=torch.float64) for k in names}
-    n = next(iter(tensors.values())).shape[0]
-    for i in range(n):
-        loss = fn(module, {k: v[i : i + 1] for k, v in tensors.items()}).sum()
-        grads = torch.autograd.grad(loss, plist, allow_unused=True)
-        for k, gr in zip(names, grads, strict=True):
-            if gr is not None:
-                out[k] += gr.double().square()
-    return out
+    sq = {k: torch.zeros_like(params[k], dtype=torch.float64) for k in names}
+    total = {k: torch.zeros_like(params[k], dtype=torch.float64) for k in names}
+    seen: set[str] = set()
+    for i in range(_n_of(tensors)):
+        grads = torch.autograd.grad(fn(module, _one_cell(tensors, i)).sum(), plist, allow_unused=True)
+        for k, g in zip(names, grads, strict=True):
+            if g is not None:
+                sq[k] += g.double().square()
+                total[k] += g.double()
+                seen.add(k)
+    return sq, total, seen
+
+
+class _Vectorised:
+    """Per-cell squared sums of one batch at a time: layer samplers, per-cell copies, Jacobians, a loop."""
+
+    def __init__(self, module: nn.Module, fn: PerCellLoss, params: dict[str, nn.Parameter], with_gradient: bool):
+        self.module, self.fn, self.params, self.with_gradient = module, fn, params, with_gradient
+        self.tap = _LayerTap(module, set(params))
+        self.substituted: list[str] | None = None
+        self.jacobian_ok = True
+
+    def close(self) -> None:
+        self.tap.remove()
+
+    def _choose_substitutions(self, tensors: dict) -> None:
+        owned = self.tap.owned
+        with self.tap.paused():
+            self.substituted = [
+                k
+                for k in self.params
+                if k not in owned and _substitution_works(self.module, self.fn, k, self.params, tensors)
+            ]
+
+    def add(self, tensors: dict, sums: _Sums) -> None:
+        if self.substituted is None:
+            self._choose_substitutions(tensors)
+        self.tap.reset()
+        leaves = _per_cell_copies(self.params, self.substituted, _n_of(tensors)) if self.substituted else {}
+        losses = _losses_with_copies(self.module, self.fn, leaves, tensors) if leaves else self.fn(self.module, tensors)
+        tapped = self.tap.supported()
+        tapped_params = {k for rec in tapped for k in rec.params}
+        plain = [k for k in self.params if k not in leaves and k not in tapped_params]
+        inputs = [self.params[k] for k in plain] + list(leaves.values()) + [rec.out for rec in tapped]
+        grads = torch.autograd.grad(losses.sum(), inputs, allow_unused=True)
+        g_plain, g_leaves, g_tapped = (
+            grads[: len(plain)],
+            grads[len(plain) : len(plain) + len(leaves)],
+            grads[len(plain) + len(leaves) :],
+        )
+        for k, g in zip(leaves, g_leaves, strict=True):
+            if g is not None:
+                sums.add(k, g.square().sum(0), "substitution", g.sum(0))
+        for rec, g in zip(tapped, g_tapped, strict=True):
+            if g is None:
+                continue
+            pre = f"{rec.name}." if rec.name else ""
+            for p_name, (square, total) in rec.entry.sampler(
+                rec.module, rec.inp, g.detach(), self.with_gradient
+            ).items():
+                sums.add(pre + p_name, square, "hook", total)
+        live = [k for k, g in zip(plain, g_plain, strict=True) if g is not None]
+        for k, g in zip(plain, g_plain, strict=True):
+            if g is not None:
+                sums.total[k] += g.double()
+        if live:
+            with self.tap.paused():
+                self._per_cell_rest(live, tensors, sums)
+
+    def _per_cell_rest(self, names: list[str], tensors: dict, sums: _Sums) -> None:
+        if self.jacobian_ok:
+            try:
+                for k, v in _jacobian_square_sums(self.module, self.fn, names, self.params, tensors).items():
+                    sums.add(k, v, "jacobian")
+                return
+            except RuntimeError as err:
+                self.jacobian_ok = False
+                warnings.warn(
+                    f"Batched per-cell gradients failed on {type(self.module).__name__} ({err}); using a per-cell "
+                    f"loop for {len(names)} parameter tensor(s) (slower, same result).",
+                    UserWarning,
+                    stacklevel=5,
+                )
+        sq, _, seen = _loop_sums(self.fn, self.module, names, self.params, tensors)
+        for k in seen:
+            sums.add(k, sq[k], "loop")
 
 
 @contextlib.contextmanager
 def _evaluation_mode(module: nn.Module) -> Iterator[dict[str, nn.Parameter]]:
-    """Eval mode, every parameter requiring grad, caller's RNG state untouched; all restored after."""
+    """Eval mode, every parameter requiring grad, caller's random state untouched; all restored after."""
     was_training = module.training
     params = dict(module.named_parameters())
     flags = {k: p.requires_grad for k, p in params.items()}
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+    with fork_rng(), torch.enable_grad():
         try:
             module.eval()
             for p in params.values():
@@ -419,7 +471,7 @@ def accumulate_square_gradients(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int, set[str], dict[str, str]]:
     """Sums of squared per-cell (or per-batch) gradients of any torch module.
 
-    The building block of :func:`diagonal`; also used for the classifier baselines.
+    The building block of :func:`diagonal` and :func:`module_diagonal`.
 
     Parameters
     ----------
@@ -432,151 +484,121 @@ def accumulate_square_gradients(
     estimator
         ``"per_sample"``: ``Σ_n (∂ℓ_n/∂θ)²``; ``"per_batch"``: ``Σ_b (∂Σ_{n∈b} ℓ_n/∂θ)²``.
     engine
-        ``"vectorized"`` (layer hooks; per-cell parameter copies or batched Jacobians for the
-        remaining parameters; a
-        per-cell loop if that fails) or ``"loop"`` (one backward pass per cell; the reference).
+        ``"vectorized"`` (layer samplers; per-cell parameter copies or batched Jacobians for the
+        remaining parameters; a per-cell loop if those fail) or ``"loop"`` (one backward pass per
+        cell; the reference).
     transform
         Applied to each batch before the loss (e.g. :func:`sample_counts`).
     parameters
         Names of the parameters to include (default: all).
     with_gradient
-        Also sum the gradients of layers handled in closed form (one more matrix product per
-        layer); otherwise their entries of ``gradient_sums`` stay zero.
+        Also sum the gradients (``gradient_sums``); otherwise the entries of layers handled in closed
+        form stay zero.
 
     Returns
     -------
     ``(square_sums, gradient_sums, n_cells, no_gradient, engines)``; sums are float64.
     """
     with _evaluation_mode(module) as all_params:
-        names = list(all_params) if parameters is None else [k for k in all_params if k in set(parameters)]
-        params = {k: all_params[k] for k in names}
-        sq = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
-        gsum = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
-        seen: set[str] = set()
-        engines: dict[str, str] = {}
-        n_cells = 0
-        vectorized = engine == "vectorized" and estimator == "per_sample"
-        tap = _LayerTap(module, set(names)) if vectorized else None
-        owned = {
-            f"{r.name}.{p}" if r.name else p
-            for r in (tap.records.values() if tap else ())
-            for p, _ in r.module.named_parameters(recurse=False)
-        }
-        substituted: list[str] | None = None
-        jacobian_ok = True
+        wanted = None if parameters is None else set(parameters)
+        params = {k: p for k, p in all_params.items() if wanted is None or k in wanted}
+        sums = _Sums(params)
+        vectorised = (
+            _Vectorised(module, per_cell_loss, params, with_gradient)
+            if (engine == "vectorized" and estimator == "per_sample")
+            else None
+        )
         try:
             for tensors in batches:
-                if transform is not None:
-                    tensors = transform(tensors)
-                n_cells += _n_of(tensors)
-                if vectorized and substituted is None:
-                    # once: which parameters outside hooked layers can be given one copy per cell
-                    tap.enabled = False
-                    substituted = [
-                        k
-                        for k in names
-                        if k not in owned and _substitution_works(module, per_cell_loss, k, params, tensors)
-                    ]
-                    tap.enabled = True
-                subst = substituted or []
-                if tap is not None:
-                    tap.reset()
-                leaves = {}
-                if subst:
-                    from torch.func import functional_call
-
-                    n = _n_of(tensors)
-                    leaves = {
-                        k: params[k].detach().unsqueeze(0).expand(n, *params[k].shape).clone().requires_grad_(True)
-                        for k in subst
-                    }
-                    wrapper = _LossModule(module, per_cell_loss)
-                    losses = functional_call(wrapper, {f"inner.{k}": v for k, v in leaves.items()}, (tensors,))
+                tensors = transform(tensors) if transform is not None else tensors
+                sums.n_cells += _n_of(tensors)
+                if vectorised is not None:
+                    vectorised.add(tensors, sums)
+                elif estimator == "per_batch":
+                    grads = torch.autograd.grad(
+                        per_cell_loss(module, tensors).sum(), list(params.values()), allow_unused=True
+                    )
+                    for k, g in zip(params, grads, strict=True):
+                        if g is not None:
+                            sums.add(k, g.square(), "batch", g)
                 else:
-                    losses = per_cell_loss(module, tensors)
-                tapped = tap.supported() if tap is not None else []
-                tapped_params = {k for rec in tapped for k in rec.params}
-                plain = [k for k in names if k not in leaves and k not in tapped_params]
-                inputs = [params[k] for k in plain] + list(leaves.values()) + [rec.out for rec in tapped]
-                grads = torch.autograd.grad(losses.sum(), inputs, allow_unused=True)
-                n_plain, n_leaves = len(plain), len(leaves)
-                for rec, g in zip(tapped, grads[n_plain + n_leaves :], strict=True):
-                    rec.grad = None if g is None else g.detach()
-                grads = grads[: n_plain + n_leaves]
-                live = []
-                for k, gr in zip(plain + list(leaves), grads, strict=True):
-                    if gr is None:
-                        continue
-                    seen.add(k)
-                    if k in leaves:
-                        gsum[k] += gr.double().sum(0)
-                        sq[k] += gr.double().square().sum(0)
-                        engines[k] = "substitution"
-                        continue
-                    gsum[k] += gr.double()
-                    live.append(k)
-                    if estimator == "per_batch":
-                        sq[k] += gr.double().square()
-                        engines[k] = "batch"
-                if estimator == "per_batch":
-                    continue
-                if engine == "loop":
-                    for k, v in _loop_square_sums(per_cell_loss, module, live, params, tensors).items():
-                        sq[k] += v
-                        engines[k] = "loop"
-                    continue
-                for rec in tapped:
-                    if rec.grad is None:
-                        continue
-                    r_sq, r_sum = _closed_form(rec, with_gradient)
-                    pre = f"{rec.name}." if rec.name else ""
-                    for p_name, v in r_sq.items():
-                        k = pre + p_name
-                        if k in sq:
-                            sq[k] += v.double()
-                            seen.add(k)
-                            engines[k] = "hook"
-                            if p_name in r_sum:
-                                gsum[k] += r_sum[p_name].double()
-                done = tapped_params
-                rest = [k for k in live if k not in done]
-                if not rest:
-                    continue
-                tap.enabled = False
-                try:
-                    if jacobian_ok:
-                        try:
-                            for k, v in _jacobian_square_sums(module, per_cell_loss, rest, params, tensors).items():
-                                sq[k] += v
-                                engines[k] = "jacobian"
-                            rest = []
-                        except RuntimeError as err:
-                            jacobian_ok = False
-                            warnings.warn(
-                                f"Batched per-cell gradients failed on {type(module).__name__} ({err}); using a "
-                                f"per-cell loop for {len(rest)} parameter tensor(s) (slower, same result).",
-                                UserWarning,
-                                stacklevel=3,
-                            )
-                    if rest:
-                        for k, v in _loop_square_sums(per_cell_loss, module, rest, params, tensors).items():
-                            sq[k] += v
-                            engines[k] = "loop"
-                finally:
-                    tap.enabled = True
+                    sq, total, seen = _loop_sums(per_cell_loss, module, list(params), params, tensors)
+                    for k in seen:
+                        sums.add(k, sq[k], "loop", total[k])
         finally:
-            if tap is not None:
-                tap.remove()
-    no_grad = {k for k in names if k not in seen}
-    return sq, gsum, n_cells, no_grad, engines
+            if vectorised is not None:
+                vectorised.close()
+    no_grad = {k for k in params if k not in sums.seen}
+    return sums.sq, sums.total, sums.n_cells, no_grad, sums.engines
 
 
 # ---------------------------------------------------------------------------------------------
-# public entry point
+# public entry points
 # ---------------------------------------------------------------------------------------------
-def _check_choice(value: Any, options: tuple[str, ...], argument: str) -> None:
-    if value not in options:
-        raise ValueError(f"`{argument}` must be one of {', '.join(map(repr, options))}; got {value!r}.")
+def _result(sq, total, n, no_grad, engines, *, estimator, loss, return_gradient, seconds) -> DiagonalFisher:
+    keep = [k for k in sq if k not in no_grad]
+    return DiagonalFisher(
+        {k: (sq[k] / max(n, 1)).cpu() for k in keep},
+        n_cells=n,
+        estimator=estimator,
+        loss=loss,
+        no_gradient=sorted(no_grad, key=list(sq).index),
+        mean_gradient={k: (total[k] / max(n, 1)).cpu() for k in keep} if return_gradient else {},
+        engines={k: engines.get(k, "none") for k in keep},
+        seconds=seconds,
+    )
+
+
+def module_diagonal(
+    module: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    per_cell_loss: PerCellLoss = elbo_per_cell,
+    loss: str = "custom",
+    estimator: Literal["per_sample", "per_batch"] = "per_sample",
+    engine: Engine = "vectorized",
+    device=None,
+    return_gradient: bool = False,
+) -> DiagonalFisher:
+    """Per-sample diagonal Fisher of any torch module over minibatches (no model or AnnData needed).
+
+    The lower-level form of :func:`diagonal`, for modules built outside a model (e.g. a classifier)
+    or for a plan that holds a module and data loaders.
+
+    Parameters
+    ----------
+    module
+        The network (eval mode during the call; its mode and ``requires_grad`` flags are restored).
+    batches
+        Minibatches: dicts of tensors whose first dimension indexes cells (e.g. a scvi-tools loader).
+    per_cell_loss
+        ``per_cell_loss(module, tensors)`` returns one loss per cell (default: the negative ELBO).
+    loss
+        Name of the loss, recorded in the result.
+    estimator
+        ``"per_sample"`` or ``"per_batch"`` (see :func:`diagonal`).
+    engine
+        ``"vectorized"`` or ``"loop"``.
+    device
+        Move each batch to this device first.
+    return_gradient
+        Also return the mean per-cell gradient.
+
+    Returns
+    -------
+    A :class:`DiagonalFisher`.
+    """
+    check_choice(engine, _ENGINES, "engine")
+    check_choice(estimator, ("per_sample", "per_batch"), "estimator")
+    return_gradient = check_bool(return_gradient, "return_gradient")
+    moved = (tensors_to(t, device) if device is not None else t for t in batches)
+    start = time.perf_counter()
+    out = accumulate_square_gradients(
+        module, moved, per_cell_loss, estimator=estimator, engine=engine, with_gradient=return_gradient
+    )
+    return _result(
+        *out, estimator=estimator, loss=loss, return_gradient=return_gradient, seconds=time.perf_counter() - start
+    )
 
 
 def diagonal(
@@ -587,7 +609,7 @@ def diagonal(
     loss: Literal["elbo", "reconstruction"] = "elbo",
     batch_size: int = 128,
     engine: Engine = "vectorized",
-    seed: int = 0,
+    seed: int | None = None,
     return_gradient: bool = False,
     progress_bar: bool = True,
 ) -> DiagonalFisher:
@@ -602,20 +624,21 @@ def diagonal(
     the posterior mean of :math:`z`, with the module in eval mode (dropout off, BatchNorm using its
     running statistics). The model is not modified and the caller's random state is untouched.
 
-    Per-cell gradients are vectorised: linear, BatchNorm (eval mode), LayerNorm and embedding layers
-    get the sum of squared per-cell gradients in closed form from forward/backward hooks (one matrix
-    product per layer and batch, no per-cell gradient materialised); the remaining parameters (for
-    example scVI's gene dispersion ``px_r``, CondSCVI's ``per_ct_bias``) use one copy per cell when
-    they are used by broadcasting (verified against single-cell passes) or batched Jacobian rows
-    over micro-batches otherwise, and a per-cell loop as the last resort (:func:`torch.func.vmap`
+    Per-cell gradients are vectorised: layers with a registered sampler (linear, BatchNorm in eval
+    mode, LayerNorm, embedding; see :mod:`scforget.fisher._samplers`) get the sum of squared
+    per-cell gradients in closed form from their inputs and output gradients (one matrix product per
+    layer and batch, no per-cell gradient materialised); the remaining parameters (for example
+    scVI's gene dispersion ``px_r``, CondSCVI's ``per_ct_bias``) use one copy per cell when they are
+    used by broadcasting (verified against single-cell passes) or batched Jacobian rows over
+    micro-batches otherwise, and a per-cell loop as the last resort (:func:`torch.func.vmap`
     cannot run these modules: their one-hot encodings inspect values). ``engine="loop"`` computes
     everything with one backward pass per cell (the reference implementation).
 
     Parameters
     ----------
     model
-        A trained scvi-tools model (:class:`~scvi.model.SCVI`, :class:`~scvi.model.CondSCVI`,
-        :class:`~scvi.model.SCANVI`, or scforget's subclasses).
+        A trained :class:`~scvi.model.SCVI`, :class:`~scvi.model.CondSCVI` or
+        :class:`~scvi.model.SCANVI` (or scforget's subclasses).
     cells
         The cells (positions, mask or obs names of ``model.adata``).
     estimator
@@ -631,7 +654,7 @@ def diagonal(
     engine
         ``"vectorized"`` or ``"loop"`` (see above).
     seed
-        Seed of the count draws of ``estimator="sampled"``.
+        Seed of the count draws of ``estimator="sampled"``; ``None`` follows :attr:`scvi.settings.seed`.
     return_gradient
         Also return the mean per-cell gradient (:attr:`DiagonalFisher.mean_gradient`; a little
         extra work).
@@ -651,57 +674,40 @@ def diagonal(
     """
     from scvi.utils import track
 
-    from scforget import _compat
     from scforget.data import as_positions
 
-    _check_choice(estimator, _ESTIMATORS, "estimator")
-    _check_choice(loss, _LOSSES, "loss")
-    _check_choice(engine, _ENGINES, "engine")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
-    module = getattr(model, "module", None)
-    if module is None or not all(hasattr(module, a) for a in ("inference", "generative", "loss")):
-        raise TypeError(
-            f"`model` must be a trained scvi-tools VAE model (SCVI, CondSCVI, SCANVI); got {type(model).__name__}."
-        )
-    if _compat.is_minified(model):
-        raise ValueError("`model` uses a minified AnnData without counts; the Fisher needs the full counts.")
+    check_model(model, supported=FISHER_CLASSES, task="the Fisher information")
+    check_choice(estimator, _ESTIMATORS, "estimator")
+    check_choice(loss, _LOSSES, "loss")
+    check_choice(engine, _ENGINES, "engine")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    return_gradient = check_bool(return_gradient, "return_gradient")
+    progress_bar = check_bool(progress_bar, "progress_bar")
+    seed = resolve_seed(seed)
     positions = as_positions(cells, model.adata.obs_names, argument="cells")
+    check_counts(model, positions)
 
+    module = model.module
     fn = elbo_per_cell if loss == "elbo" else reconstruction_per_cell
-    device = model.device
-    loader = _compat.make_data_loader(model, positions, batch_size=int(batch_size))
-
-    def batches() -> Iterator[dict]:
-        for t in track(loader, description="Fisher", disable=not progress_bar):
-            yield {k: v.to(device) for k, v in t.items() if isinstance(v, torch.Tensor)}
-
-    transform = None
-    if estimator == "sampled":
-        transform = _SampledCounts(module, int(seed))
+    batches = track(
+        minibatches(model, positions, batch_size=batch_size, device=model.device),
+        description="Fisher",
+        disable=not progress_bar,
+    )
+    transform = _SampledCounts(module, seed) if estimator == "sampled" else None
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-        torch.manual_seed(int(seed))
-        sq, gsum, n, no_grad, engines = accumulate_square_gradients(
+    with seeded(seed):
+        out = accumulate_square_gradients(
             module,
-            batches(),
+            batches,
             fn,
             estimator="per_batch" if estimator == "per_batch" else "per_sample",
             engine=engine,
             transform=transform,
             with_gradient=return_gradient,
         )
-    seconds = time.perf_counter() - start
-    keep = [k for k in sq if k not in no_grad]
-    return DiagonalFisher(
-        {k: (sq[k] / n).cpu() for k in keep},
-        n_cells=n,
-        estimator=estimator,
-        loss=loss,
-        no_gradient=sorted(no_grad, key=list(sq).index),
-        mean_gradient={k: (gsum[k] / n).cpu() for k in keep} if return_gradient else {},
-        engines={k: engines.get(k, "none") for k in keep},
-        seconds=seconds,
+    return _result(
+        *out, estimator=estimator, loss=loss, return_gradient=return_gradient, seconds=time.perf_counter() - start
     )
 
 
@@ -718,8 +724,6 @@ class _SampledCounts:
         self.batch = 0
 
     def __call__(self, tensors: dict) -> dict:
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed + self.batch)
+        with seeded(self.seed + self.batch):
             self.batch += 1
             return sample_counts(self.module, tensors)

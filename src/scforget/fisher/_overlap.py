@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scforget._core import check_int
+
 from ._categories import CATEGORIES, block, categories, gather, gene_weight_name
 from ._engine import DiagonalFisher, diagonal
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
     from scvi.model.base import BaseModelClass
 
     from scforget.data import CellSpec
@@ -155,6 +155,8 @@ class FisherOverlap:
         Damping added to every Fisher value.
     null
         Description of the null reference.
+    model
+        The model's class, for plot titles.
     """
 
     table: pd.DataFrame
@@ -166,6 +168,7 @@ class FisherOverlap:
     damping: float
     null: str = ""
     null_fishers: list = field(default_factory=list, repr=False)
+    model: str = "model"
 
     def to_df(self) -> pd.DataFrame:
         """The category table."""
@@ -176,11 +179,10 @@ class FisherOverlap:
         *,
         categories: Sequence[str] | None = None,
         max_points: int = 20_000,
-        seed: int = 0,
-        show: bool = True,
-        save: str | None = None,
-    ) -> Figure:
-        """Scatter of log10 forget vs retain Fisher, one panel per category.
+        seed: int | None = None,
+        **kwargs: Any,
+    ):
+        """Scatter of log10 forget vs retain Fisher, one panel per category (see :func:`scforget.pl.fisher_scatter`).
 
         Parameters
         ----------
@@ -189,82 +191,44 @@ class FisherOverlap:
         max_points
             Points drawn per panel (a random subset).
         seed
-            Seed of the subset.
-        show
-            Call :func:`matplotlib.pyplot.show`.
-        save
-            Save the figure to this path.
+            Seed of the subset; ``None`` follows :attr:`scvi.settings.seed`.
+        **kwargs
+            ``title``, ``show`` and ``save`` of :func:`scforget.pl.fisher_scatter`.
 
         Returns
         -------
-        The figure.
+        The list of Axes, unless the figure was shown.
         """
-        import matplotlib.pyplot as plt
+        from scforget import pl
+        from scforget._core import check_int, resolve_seed
 
         cats = [c for c in self.table.index if c != "global"] if categories is None else list(categories)
         unknown = [c for c in cats if c not in self.table.index]
         if unknown:
             raise ValueError(f"Unknown categories {unknown}; available: {list(self.table.index)}.")
-        fig, axes = plt.subplots(1, len(cats), figsize=(3.2 * len(cats), 3.2), squeeze=False)
-        rng = np.random.default_rng(seed)
+        max_points = check_int(max_points, "max_points", minimum=1)
+        rng = np.random.default_rng(resolve_seed(seed))
         used = self.categories[self.categories["parameter"].isin(set(self.forget) & set(self.retain))]
-        for ax, cat in zip(axes[0], cats, strict=True):
+        frames = []
+        for cat in cats:
             f = gather(self.forget, used, cat).numpy() + self.damping
             r = gather(self.retain, used, cat).numpy() + self.damping
             if f.size > max_points:
                 idx = rng.choice(f.size, max_points, replace=False)
                 f, r = f[idx], r[idx]
-            lx, ly = np.log10(r), np.log10(f)
-            ax.scatter(lx, ly, s=2, alpha=0.3, rasterized=True)
-            lo, hi = float(min(lx.min(), ly.min())), float(max(lx.max(), ly.max()))
-            ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
-            ax.set_title(f"{cat}\ncos {self.table.loc[cat, 'cosine']:.2f}", fontsize=9)
-            ax.set_xlabel("log10 retain Fisher")
-        axes[0][0].set_ylabel("log10 forget Fisher")
-        fig.tight_layout()
-        _finish(fig, show, save)
-        return fig
+            frames.append(pd.DataFrame({"category": cat, "forget": f, "retain": r}))
+        kwargs.setdefault("title", f"Fisher of forget vs retain cells: {self.model}")
+        return pl.fisher_scatter(pd.concat(frames, ignore_index=True), cosines=self.table["cosine"], **kwargs)
 
-    def plot_categories(self, *, ax: Axes | None = None, show: bool = True, save: str | None = None) -> Axes:
-        """Bar chart of the forget/retain cosine per category with the null reference.
+    def plot_categories(self, **kwargs: Any):
+        """Forget/retain cosine per category with the null reference (see :func:`scforget.pl.fisher_categories`).
 
-        Parameters
-        ----------
-        ax
-            Axes to draw into (a new figure otherwise).
-        show
-            Call :func:`matplotlib.pyplot.show`.
-        save
-            Save the figure to this path.
-
-        Returns
-        -------
-        The axes.
+        Keyword arguments (``title``, ``ax``, ``show``, ``save``) go to :func:`scforget.pl.fisher_categories`.
         """
-        import matplotlib.pyplot as plt
+        from scforget import pl
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(1.1 * len(self.table) + 1.5, 3.2))
-        x = np.arange(len(self.table))
-        ax.bar(x, self.table["cosine"], color="tab:blue", label="forget vs retain")
-        if "null_cosine" in self.table:
-            sd = self.table["null_cosine_sd"].fillna(0)
-            ax.errorbar(x, self.table["null_cosine"], yerr=sd, fmt="o", color="black", label="null (random subset)")
-        ax.set_xticks(x, self.table.index, rotation=30, ha="right")
-        ax.set_ylabel("Fisher cosine")
-        ax.set_ylim(0, 1.05)
-        ax.legend(fontsize=8)
-        _finish(ax.figure, show, save)
-        return ax
-
-
-def _finish(fig: Any, show: bool, save: str | None) -> None:
-    import matplotlib.pyplot as plt
-
-    if save:
-        fig.savefig(save, bbox_inches="tight")
-    if show:
-        plt.show()
+        kwargs.setdefault("title", f"Forget/retain Fisher overlap: {self.model}")
+        return pl.fisher_categories(self.table, **kwargs)
 
 
 def _per_tensor(forget, retain, table: pd.DataFrame, damping: float) -> pd.DataFrame:
@@ -291,12 +255,6 @@ def _per_gene(model: BaseModelClass, forget, retain, damping: float) -> pd.DataF
     )
 
 
-def _default_retain(model: BaseModelClass, forget: np.ndarray) -> np.ndarray:
-    train = getattr(model, "train_indices", None)
-    train = np.arange(model.adata.n_obs) if train is None else np.unique(np.asarray(train, dtype=np.int64))
-    return np.setdiff1d(train, forget)
-
-
 def overlap(
     model: BaseModelClass,
     forget: CellSpec,
@@ -308,7 +266,7 @@ def overlap(
     estimator: Literal["per_sample", "per_batch", "sampled"] = "per_sample",
     loss: Literal["elbo", "reconstruction"] = "elbo",
     batch_size: int = 128,
-    seed: int = 0,
+    seed: int | None = None,
     progress_bar: bool = True,
 ) -> FisherOverlap:
     """Compare the diagonal Fisher of forget and retain cells, per parameter category.
@@ -345,7 +303,7 @@ def overlap(
     batch_size
         Minibatch size of the Fisher computations.
     seed
-        Seed of the random null subsets (and of sampled counts).
+        Seed of the random null subsets (and of sampled counts); ``None`` follows :attr:`scvi.settings.seed`.
     progress_bar
         Show progress bars.
 
@@ -359,15 +317,20 @@ def overlap(
     >>> ov.table[["cosine", "null_cosine"]]
     >>> ov.plot_categories()
     """
+    from scforget._core import FISHER_CLASSES, check_model, check_number, resolve_seed, training_positions
     from scforget.data import as_positions
 
-    if not isinstance(damping, int | float) or damping < 0:
-        raise ValueError(f"`damping` must be a non-negative number; got {damping!r}.")
-    if not isinstance(n_null, int | np.integer) or n_null < 1:
-        raise ValueError(f"`n_null` must be a positive integer; got {n_null!r}.")
+    check_model(model, supported=FISHER_CLASSES, task="the Fisher information")
+    damping = check_number(damping, "damping", minimum=0)
+    n_null = check_int(n_null, "n_null", minimum=1)
+    seed = resolve_seed(seed)
     names = model.adata.obs_names
     f_pos = as_positions(forget, names, argument="forget")
-    r_pos = _default_retain(model, f_pos) if retain is None else as_positions(retain, names, argument="retain")
+    r_pos = (
+        np.setdiff1d(training_positions(model), f_pos)
+        if retain is None
+        else as_positions(retain, names, argument="retain")
+    )
     both = np.intersect1d(f_pos, r_pos)
     if both.size:
         raise ValueError(f"{both.size} cell(s) are in both `forget` and `retain`; the sets must be disjoint.")
@@ -420,4 +383,5 @@ def overlap(
         damping=float(damping),
         null=description,
         null_fishers=null_fishers,
+        model=type(model).__name__,
     )

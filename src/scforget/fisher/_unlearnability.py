@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from lightning.pytorch.callbacks import Callback
+
+from scforget._core import check_number, estimate_retrain_seconds, resolve_seed
 
 from ._overlap import FisherOverlap, overlap
 
@@ -35,7 +35,8 @@ class Unlearnability:
     separable_categories
         Categories whose relative overlap is below ``separable_below``.
     retrain_seconds
-        Estimated wall time of retraining on the retain cells with the model's recipe.
+        Estimated wall time of retraining on the retain cells with the model's recipe (``nan`` when
+        unknown).
     overlap
         The full :class:`~scforget.fisher.FisherOverlap`.
     """
@@ -51,77 +52,6 @@ class Unlearnability:
         return self.message
 
 
-class _EpochTimer(Callback):
-    """Lightning callback recording the wall time of each training epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.times.append(time.perf_counter() - self._start)
-
-
-def estimate_retrain_seconds(
-    model: BaseModelClass, n_retain: int, *, n_cells: int = 512, seed: int = 0, accelerator: str = "auto"
-) -> float:
-    """Estimate retraining time: time epochs of a fresh model on a subset, scale to the recipe.
-
-    A fresh model of the same class and architecture is trained for two epochs on ``n_cells``
-    random retain-sized cells; the second epoch's time (the first includes start-up costs),
-    scaled by ``n_retain / n_cells`` and by the recorded number of training epochs (see
-    :func:`scforget.methods.training_recipe`), is the estimate. Validation, early stopping and
-    per-run start-up are ignored, so treat it as an order of magnitude.
-
-    Parameters
-    ----------
-    model
-        The trained model.
-    n_retain
-        Number of retain cells.
-    n_cells
-        Cells in the timing run.
-    seed
-        Seed of the subset.
-    accelerator
-        Lightning accelerator of the timing run.
-
-    Returns
-    -------
-    Seconds.
-    """
-    from scforget._clone import fresh_model
-    from scforget._recipe import training_recipe
-
-    recipe = training_recipe(model)
-    epochs = recipe.get("max_epochs") or recipe.get("epochs_run")
-    if epochs is None:
-        raise ValueError("The model records no training epochs; cannot estimate the retraining time.")
-    batch_size = int(recipe.get("batch_size") or 128)
-    n_obs = model.adata.n_obs
-    rng = np.random.default_rng(seed)
-    m = min(int(n_cells), n_obs, max(int(n_retain), 1))
-    sub = np.sort(rng.choice(n_obs, size=m, replace=False))
-    rest = np.setdiff1d(np.arange(n_obs), sub)
-    fresh = fresh_model(model)
-    timer = _EpochTimer()
-    fresh.train(
-        max_epochs=2,
-        batch_size=batch_size,
-        accelerator=accelerator,
-        datasplitter_kwargs={"external_indexing": [sub, np.zeros(0, dtype=np.int64), rest]},
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        callbacks=[timer],
-    )
-    per_epoch = timer.times[-1] if timer.times else float("nan")
-    return float(per_epoch * (n_retain / m) * int(epochs))
-
-
 def unlearnability(
     model: BaseModelClass,
     forget: CellSpec,
@@ -130,8 +60,8 @@ def unlearnability(
     entangled_above: float = 0.25,
     separable_below: float = 0.1,
     n_null: int = 5,
-    seed: int = 0,
-    estimate_retrain: bool = True,
+    seed: int | None = None,
+    retrain_seconds: float | None = None,
     progress_bar: bool = True,
 ) -> Unlearnability:
     """Pre-flight check: are the forget cells' parameters separable from the retain cells'?
@@ -144,7 +74,7 @@ def unlearnability(
     cosine / null_cosine``:
 
     - every main category at or above ``entangled_above``: **entangled**, approximate methods are
-      unlikely to match retraining, which is estimated with :func:`estimate_retrain_seconds`;
+      unlikely to match retraining (its cost is estimated from the model's recorded training time);
     - some categories below ``separable_below`` (e.g. CondSCVI's label-specific columns):
       **partly separable**, an edit restricted to those categories may help;
     - every category below ``separable_below``: **separable**.
@@ -169,10 +99,12 @@ def unlearnability(
     n_null
         Random subsets of the null reference.
     seed
-        Seed of the null subsets and the timing run.
-    estimate_retrain
-        Time a short training run to estimate the retraining time (a few seconds); ``False``
-        reports ``nan``.
+        Seed of the null subsets; ``None`` follows :attr:`scvi.settings.seed`.
+    retrain_seconds
+        What one retraining costs, if the caller knows it (e.g. the benchmark, which times its
+        retraining). By default it is estimated from the training time the model recorded (scforget's
+        model classes record it; stock scvi-tools models do not, and then it is reported as unknown).
+        Nothing is trained here.
     progress_bar
         Show progress bars.
 
@@ -180,8 +112,12 @@ def unlearnability(
     -------
     An :class:`Unlearnability` with the verdict, its evidence and the retraining estimate.
     """
-    if not 0 <= separable_below <= entangled_above:
-        raise ValueError("Need 0 <= separable_below <= entangled_above.")
+    separable_below = check_number(separable_below, "separable_below", minimum=0)
+    entangled_above = check_number(entangled_above, "entangled_above", minimum=0)
+    if separable_below > entangled_above:
+        raise ValueError("`separable_below` must not exceed `entangled_above`.")
+    retrain_seconds = check_number(retrain_seconds, "retrain_seconds", minimum=0, allow_none=True)
+    seed = resolve_seed(seed)
     ov = overlap(model, forget, retain, null="random", n_null=n_null, seed=seed, progress_bar=progress_bar)
     t = ov.table
     evidence = t.loc[[c for c in t.index if c != "global"], ["n_params", "cosine", "null_cosine", "null_cosine_sd"]]
@@ -190,8 +126,15 @@ def unlearnability(
     separable = tuple(main.index[main["relative_overlap"] < separable_below])
     entangled = tuple(main.index[main["relative_overlap"] >= entangled_above])
     n_retain = ov.retain.n_cells
-    seconds = estimate_retrain_seconds(model, n_retain, seed=seed) if estimate_retrain else float("nan")
-    eta = f"retraining on the {n_retain} retain cells is estimated to take about {seconds:,.0f} s"
+    if retrain_seconds is None:
+        estimate = estimate_retrain_seconds(model, n_retain)
+        seconds = float("nan") if estimate is None else estimate
+    else:
+        seconds = float(retrain_seconds)
+    if np.isfinite(seconds):
+        eta = f"retraining on the {n_retain} retain cells is estimated to take about {seconds:,.0f} s"
+    else:
+        eta = f"the cost of retraining on the {n_retain} retain cells is unknown (the model records no training time)"
     if len(separable) == len(main):
         verdict = "separable"
         text = (

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
 
 import torch
 
 from ._base import UnlearningTrainingPlan
-from ._distill import (
-    Teachers,
-    check_positive,
-    check_weights,
-    divergence,
-    forget_context,
-    frozen_copy,
-    incompetent_copy,
-    monitor_loss,
-    teacher_outputs,
-    vae_outputs,
-)
+from ._distill import Divergence, FrozenModules, frozen_copy, incompetent_copy, teacher_outputs, vae_outputs
+from ._hyperparams import HALF_OPEN_UNIT, NON_NEGATIVE, Bound
 from ._registry import register
-
-_SAMPLING = ("random", "similar")
 
 
 class BadTeacherPlan(UnlearningTrainingPlan):
@@ -29,8 +18,7 @@ class BadTeacherPlan(UnlearningTrainingPlan):
 
     The student is the model; the competent teacher is a frozen copy of it taken before
     unlearning, the incompetent teacher a frozen, randomly re-initialised module of the same
-    architecture (see :func:`~scforget.methods._distill.incompetent_copy`; its randomness follows
-    ``unlearn(seed=...)``). Each step takes a subset of the retain minibatch and the forget
+    architecture (every layer re-initialised as PyTorch does; its randomness follows ``unlearn(seed=...)``). Each step takes a subset of the retain minibatch and the forget
     minibatch, stacks them into one batch as in the paper, and minimises the mean over that batch
     of ``posterior_weight·KL(q_T(z|x) || q_S(z|x)) + output_weight·n·KL(profile_T(x) || profile_S(x))``,
     where ``T`` is the competent teacher for retain cells and the incompetent one for forget
@@ -76,32 +64,30 @@ class BadTeacherPlan(UnlearningTrainingPlan):
     :cite:p:`Suprun2023`.
     """
 
+    bounds: ClassVar[dict[str, Bound]] = {
+        "retain_fraction": HALF_OPEN_UNIT,
+        "posterior_weight": NON_NEGATIVE,
+        "output_weight": NON_NEGATIVE,
+    }
+
     def __init__(
         self,
         module,
         *,
         lr: float = 1e-3,
         retain_fraction: float = 0.3,
-        retain_sampling: str = "random",
+        retain_sampling: Literal["random", "similar"] = "random",
         posterior_weight: float = 1.0,
         output_weight: float = 1.0,
         clip_grad_norm: float | None = 1.0,
         **kwargs,
     ):
-        check_positive("lr", lr)
-        check_positive("retain_fraction", retain_fraction)
-        if retain_fraction > 1:
-            raise ValueError(f"`retain_fraction` must be in (0, 1]; got {retain_fraction}.")
-        if retain_sampling not in _SAMPLING:
-            raise ValueError(f"`retain_sampling` must be one of {_SAMPLING}; got {retain_sampling!r}.")
-        check_weights(posterior_weight=posterior_weight, output_weight=output_weight)
-        if posterior_weight == 0 and output_weight == 0:
-            raise ValueError("`posterior_weight` and `output_weight` are both 0; the divergence would be empty.")
+        div = Divergence(posterior_weight, output_weight)
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
+        self.divergence = div
         self.retain_fraction = float(retain_fraction)
         self.retain_sampling = retain_sampling
-        self.posterior_weight, self.output_weight = float(posterior_weight), float(output_weight)
-        self.teachers = Teachers(competent=frozen_copy(module), incompetent=incompetent_copy(module))
+        self.teachers = FrozenModules(competent=frozen_copy(module), incompetent=incompetent_copy(module))
 
     def _subset(self, retain: dict, forget: dict) -> dict:
         n = self.batch_size_of(retain)
@@ -118,23 +104,20 @@ class BadTeacherPlan(UnlearningTrainingPlan):
             key: (v[idx] if isinstance(v, torch.Tensor) and v.shape[:1] == (n,) else v) for key, v in retain.items()
         }
 
-    def _divergence(self, teacher, student):
-        return divergence(teacher, student, posterior_weight=self.posterior_weight, output_weight=self.output_weight)
-
     def training_step(self, batch, batch_idx):
         """One distillation step on a retain subset stacked with the forget minibatch."""
         retain, forget = self.split_batch(batch)
         self.refresh_kl_weight()
         n_r, n_f = self.batch_size_of(retain), self.batch_size_of(forget)
         sub = self._subset(retain, forget)
-        d_r = self._divergence(teacher_outputs(self.teachers.competent, sub), vae_outputs(self.module, sub))
-        with forget_context(self):
-            d_f = self._divergence(teacher_outputs(self.teachers.incompetent, forget), vae_outputs(self.module, forget))
+        d_r = self.divergence(teacher_outputs(self.teachers.competent, sub), vae_outputs(self.module, sub))
+        with self.forget_context():
+            d_f = self.divergence(teacher_outputs(self.teachers.incompetent, forget), vae_outputs(self.module, forget))
         loss = torch.cat([d_r, d_f]).mean()
         self.track("retain_divergence", d_r.mean(), d_r.shape[0])
         self.track("forget_divergence", d_f.mean(), n_f)
-        self.track("retain_loss", monitor_loss(self, retain), n_r)
-        self.track("forget_loss", monitor_loss(self, forget), n_f)
+        self.track("retain_loss", self.monitor_loss(retain), n_r)
+        self.track("forget_loss", self.monitor_loss(forget), n_f)
         return loss
 
 

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 from torch import nn
 
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+from scforget._core import frozen_batchnorm, n_cells
 
-
-@contextlib.contextmanager
-def frozen_batchnorm(module: nn.Module) -> Iterator[None]:
-    """Run the block with every BatchNorm layer of ``module`` in eval mode.
-
-    In train mode a forward pass updates the BatchNorm running statistics, which would write the
-    forget cells into the "unlearned" model. Inside this block BatchNorm normalises with the stored
-    running statistics and leaves them untouched; gradients still flow.
-    """
-    bns = [m for m in module.modules() if isinstance(m, _BATCHNORM) and m.training]
-    for m in bns:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in bns:
-            m.train()
+from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, OPEN_UNIT, POSITIVE, Bound, annotations_of, check_hyperparameters
 
 
 class UnlearningTrainingPlan(TrainingPlan):
@@ -38,7 +23,7 @@ class UnlearningTrainingPlan(TrainingPlan):
 
     A subclass of :class:`scvi.train.TrainingPlan` that receives paired minibatches
     ``{"retain": tensors, "forget": tensors}`` from
-    :class:`~scforget.methods.RetainForgetDataModule` (or plain retain tensors when the class
+    :class:`~scforget.train.RetainForgetDataModule` (or plain retain tensors when the class
     attribute ``uses_forget`` is false) and provides:
 
     - :meth:`retain_loss` and :meth:`forget_loss`: the model's own training objective (negative
@@ -46,10 +31,15 @@ class UnlearningTrainingPlan(TrainingPlan):
       forget cells never enter the running statistics;
     - KL weight handling that defaults to a constant 1 (no warm-up: a short unlearning run that
       inherited the 400-epoch warm-up would train with a KL weight near 0);
-    - optional gradient-norm clipping;
-    - :meth:`track`, which logs a per-step value and keeps per-epoch means in
-      :attr:`epoch_history` (copied into the model's ``unlearning_records_``).
+    - optimisers built by scvi-tools' :meth:`~scvi.train.TrainingPlan.get_optimizer_creator`, so
+      ``optimizer``, ``optimizer_creator``, ``eps`` and ``weight_decay`` apply to every optimiser of a
+      plan, and ``reduce_lr_on_plateau`` schedules the main one, also under manual optimisation;
+    - gradient-norm clipping (``clip_grad_norm``) through Lightning's clipping;
+    - :meth:`track`, which logs a tensor per step (epoch means, synchronised across devices) and keeps
+      per-epoch values in :attr:`epoch_history` (copied into the model's ``unlearning_records_``).
 
+    Every hyper-parameter is checked for its type (from the signature) and range (the ``bounds``
+    class attribute) when the plan is made, and by :func:`scforget.unlearn` before any work.
     Validation (and early stopping with ``early_stopping=True``) runs scvi-tools' usual validation
     step on the retain validation cells.
 
@@ -62,12 +52,59 @@ class UnlearningTrainingPlan(TrainingPlan):
     clip_grad_norm
         Clip the gradient norm of each optimisation step to this value (``None``: no clipping).
     freeze_batchnorm_on_forget
-        Evaluate forget batches with BatchNorm in eval mode (recommended; see :func:`frozen_batchnorm`).
+        Evaluate forget batches with BatchNorm in eval mode (recommended; see
+        :func:`~scforget._core.frozen_batchnorm`).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ``optimizer``, ...).
     """
 
     uses_forget: ClassVar[bool] = True
+    #: Whether the plan steps its optimisers itself (Lightning's automatic clipping then cannot apply).
+    manual_optimization: ClassVar[bool] = False
+    #: Allowed ranges of numeric hyper-parameters; subclasses add their own (merged up the hierarchy).
+    bounds: ClassVar[Mapping[str, Bound]] = {
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "eps": POSITIVE,
+        "clip_grad_norm": POSITIVE,
+        "n_epochs_kl_warmup": AT_LEAST_ONE,
+        "n_steps_kl_warmup": AT_LEAST_ONE,
+        "max_kl_weight": NON_NEGATIVE,
+        "min_kl_weight": NON_NEGATIVE,
+        "lr_factor": OPEN_UNIT,
+        "lr_patience": NON_NEGATIVE,
+        "lr_threshold": NON_NEGATIVE,
+        "lr_min": NON_NEGATIVE,
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check every constructor argument of a subclass (types and ranges) before its ``__init__`` runs."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def checked(self, module, *args, **kw):
+            if type(self).__init__ is checked:  # the most derived constructor sees every argument
+                type(self).check_params(kw)
+            init(self, module, *args, **kw)
+
+        cls.__init__ = checked
+
+    @classmethod
+    def merged_bounds(cls) -> dict[str, Bound]:
+        """The ``bounds`` of this class and its parents (the most derived wins)."""
+        out: dict[str, Bound] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("bounds", {}))
+        return out
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Raise a ``TypeError``/``ValueError`` if a hyper-parameter has the wrong type or range."""
+        inits = [vars(k)["__init__"] for k in cls.__mro__ if "__init__" in vars(k) and k is not object]
+        check_hyperparameters(params, annotations_of(*inits), cls.merged_bounds(), cls.__name__)
 
     def __init__(
         self,
@@ -79,10 +116,11 @@ class UnlearningTrainingPlan(TrainingPlan):
         **kwargs: Any,
     ):
         super().__init__(module, n_epochs_kl_warmup=n_epochs_kl_warmup, **kwargs)
+        self.automatic_optimization = not self.manual_optimization
         self.clip_grad_norm = clip_grad_norm
-        self.freeze_batchnorm_on_forget = freeze_batchnorm_on_forget
+        self.freeze_batchnorm_on_forget = bool(freeze_batchnorm_on_forget)
         self.epoch_history: dict[str, list[float]] = defaultdict(list)
-        self._running: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self._running: dict[str, list] = {}
 
     # -- batches and losses -------------------------------------------------------------------
     @staticmethod
@@ -95,12 +133,16 @@ class UnlearningTrainingPlan(TrainingPlan):
     @staticmethod
     def batch_size_of(tensors: dict) -> int:
         """Number of cells in a tensor dict."""
-        return int(next(iter(tensors.values())).shape[0])
+        return n_cells(tensors)
 
     def refresh_kl_weight(self) -> None:
         """Update ``loss_kwargs["kl_weight"]`` for the current epoch/step, as scvi-tools' step does."""
         if "kl_weight" in self.loss_kwargs:
             self.loss_kwargs.update({"kl_weight": self.kl_weight})
+
+    def forget_context(self) -> contextlib.AbstractContextManager:
+        """BatchNorm frozen for a forget forward, unless ``freeze_batchnorm_on_forget=False``."""
+        return frozen_batchnorm(self.module) if self.freeze_batchnorm_on_forget else contextlib.nullcontext()
 
     def retain_loss(self, tensors: dict) -> tuple[dict, dict, LossOutput]:
         """Forward pass and training objective on retain cells."""
@@ -108,34 +150,101 @@ class UnlearningTrainingPlan(TrainingPlan):
 
     def forget_loss(self, tensors: dict) -> tuple[dict, dict, LossOutput]:
         """Forward pass and training objective on forget cells, BatchNorm statistics untouched."""
-        ctx = frozen_batchnorm(self.module) if self.freeze_batchnorm_on_forget else contextlib.nullcontext()
-        with ctx:
+        with self.forget_context():
             return self.forward(tensors, loss_kwargs=self.loss_kwargs)
 
+    @torch.no_grad()
+    def monitor_loss(self, tensors: dict) -> torch.Tensor:
+        """The training objective on ``tensors`` for logging only: no gradient, BatchNorm untouched."""
+        with frozen_batchnorm(self.module):
+            _, _, out = self.forward(tensors, loss_kwargs=self.loss_kwargs)
+        return out.loss
+
     # -- logging ---------------------------------------------------------------------------------
-    def track(self, name: str, value: torch.Tensor | float, n: int) -> None:
-        """Log ``value`` under ``name`` (epoch mean) and keep it for :attr:`epoch_history`."""
-        v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-        self._running[name].append((v, n))
-        self.log(name, v, on_step=False, on_epoch=True, batch_size=n, prog_bar=name == "retain_loss")
+    def track(self, name: str, value: torch.Tensor | float, n: int, *, reduce: Literal["mean", "sum"] = "mean") -> None:
+        """Log ``value`` under ``name`` and keep its epoch mean (or sum) for :attr:`epoch_history`.
+
+        Values stay tensors on the device (no synchronisation per step); Lightning aggregates them per
+        epoch with ``sync_dist`` following the plan's ``use_sync_dist``.
+        """
+        v = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value), device=self.device)
+        acc = self._running.setdefault(name, [torch.zeros((), device=v.device), 0, reduce])
+        acc[0] = acc[0] + v.float() * (n if reduce == "mean" else 1)
+        acc[1] += n
+        self.log(
+            name,
+            v.float(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            reduce_fx=reduce,
+            prog_bar=name == "retain_loss",
+            sync_dist=self.use_sync_dist,
+        )
 
     def on_train_epoch_end(self) -> None:
-        """Store the epoch means of tracked values."""
-        for name, vals in self._running.items():
-            total = sum(n for _, n in vals)
-            self.epoch_history[name].append(sum(v * n for v, n in vals) / max(total, 1))
+        """Store the epoch means (or sums) of tracked values."""
+        for name, (total, n, reduce) in self._running.items():
+            self.epoch_history[name].append(float(total) / (max(n, 1) if reduce == "mean" else 1))
         self._running.clear()
 
     # -- optimisation ------------------------------------------------------------------------------
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Clip gradients when ``clip_grad_norm`` is set (automatic optimisation)."""
-        if self.clip_grad_norm is not None:
-            self.clip_gradients_(self.module.parameters())
+    def make_optimizer(self, params: Iterable[nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
+        """An optimiser from scvi-tools' ``get_optimizer_creator()`` over ``params``, at learning rate ``lr``.
 
-    def clip_gradients_(self, params) -> None:
-        """Clip the gradient norm of ``params`` to ``clip_grad_norm`` (for manual optimisation too)."""
+        ``optimizer`` (``"Adam"``, ``"AdamW"`` or ``"Custom"`` with ``optimizer_creator``), ``eps`` and
+        ``weight_decay`` are the plan's; ``lr`` (default: the plan's ``lr``) is set on every parameter
+        group, so a plan with several optimisers keeps its own learning rate for each.
+        """
+        trainable = [p for p in params if p.requires_grad]
+        optimizer = self.get_optimizer_creator()(trainable)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr)
+        return optimizer
+
+    def manual_optimizers(self, *optimizers: torch.optim.Optimizer):
+        """What ``configure_optimizers`` returns for manual plans: the optimisers, and the plateau scheduler.
+
+        With ``reduce_lr_on_plateau`` the first optimiser (the model's main one) is scheduled on
+        ``lr_scheduler_metric``; :meth:`on_validation_epoch_end` steps it.
+        """
+        if not self.reduce_lr_on_plateau:
+            return list(optimizers)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizers[0],
+            patience=self.lr_patience,
+            factor=self.lr_factor,
+            threshold=self.lr_threshold,
+            min_lr=self.lr_min,
+            threshold_mode="abs",
+        )
+        return list(optimizers), [{"scheduler": scheduler, "monitor": self.lr_scheduler_metric}]
+
+    def on_validation_epoch_end(self) -> None:
+        """Step the plateau scheduler of a manual plan on the validation metric."""
+        if not self.automatic_optimization and self.reduce_lr_on_plateau:
+            metric = self.trainer.callback_metrics.get(self.lr_scheduler_metric)
+            if metric is not None:
+                self.lr_schedulers().step(metric)
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip the gradient norm to ``clip_grad_norm`` with Lightning's clipping (automatic optimisation)."""
         if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.clip_grad_norm)
+            gradient_clip_val, gradient_clip_algorithm = self.clip_grad_norm, "norm"
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
+
+    def manual_step(self, optimizer, loss: torch.Tensor) -> None:
+        """One manual-optimisation step: zero, backward, clip to ``clip_grad_norm`` (Lightning's clipping), step."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.clip_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.clip_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
 
     def training_step(self, batch, batch_idx):
         """Default step: the training objective on retain cells (subclasses override)."""

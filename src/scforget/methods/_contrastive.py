@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch.distributions import Normal
 
+from scforget._core import frozen_batchnorm
+
 from ._base import UnlearningTrainingPlan
-from ._distill import (
-    Teachers,
-    check_positive,
-    check_weights,
-    frozen_batchnorm_except,
-    frozen_copy,
-    posterior_kl,
-    teacher_outputs,
-)
+from ._distill import FrozenModules, frozen_copy, posterior_kl, teacher_outputs
+from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
 from ._registry import register
 
 
@@ -69,7 +66,7 @@ class ContrastivePlan(UnlearningTrainingPlan):
     -----
     Records per-epoch ``forget_loss``, ``retain_loss`` (negative ELBO), ``prior_kl``, ``repel``,
     ``anchor`` and ``objective``. The reference study's version had a sign mismatch between
-    documentation and code and an encoder-only phase followed by full fine-tuning (its error M6);
+    documentation and code, and an encoder-only phase followed by a full fine-tune that undid it;
     here the objective is exactly the one above, in one phase, with the sign stated.
 
     References
@@ -77,6 +74,15 @@ class ContrastivePlan(UnlearningTrainingPlan):
     Latent-space contrastive unlearning in the spirit of :cite:p:`Lee2024` and the
     contrastive fine-tuning entry of the NeurIPS 2023 challenge :cite:p:`Suprun2023`.
     """
+
+    bounds: ClassVar[dict[str, Bound]] = {
+        "prior_weight": NON_NEGATIVE,
+        "repel_weight": NON_NEGATIVE,
+        "margin": POSITIVE,
+        "n_neighbors": AT_LEAST_ONE,
+        "anchor_weight": NON_NEGATIVE,
+        "retain_weight": NON_NEGATIVE,
+    }
 
     def __init__(
         self,
@@ -93,15 +99,6 @@ class ContrastivePlan(UnlearningTrainingPlan):
         clip_grad_norm: float | None = 1.0,
         **kwargs,
     ):
-        check_positive("lr", lr)
-        check_weights(
-            prior_weight=prior_weight,
-            repel_weight=repel_weight,
-            anchor_weight=anchor_weight,
-            retain_weight=retain_weight,
-        )
-        check_positive("margin", margin)
-        check_positive("n_neighbors", n_neighbors, integer=True)
         if encoder_only and not hasattr(module, "z_encoder"):
             raise ValueError(
                 f"`encoder_only=True` needs a module with a `z_encoder`; {type(module).__name__} has none. "
@@ -112,18 +109,11 @@ class ContrastivePlan(UnlearningTrainingPlan):
         self.anchor_weight, self.retain_weight = float(anchor_weight), float(retain_weight)
         self.margin, self.n_neighbors = float(margin), int(n_neighbors)
         self.encoder_only = bool(encoder_only)
-        self.teachers = Teachers(teacher=frozen_copy(module))
-
-    def configure_optimizers(self):
-        """Adam over the whole module, or over the encoder of ``z`` with ``encoder_only``."""
-        if not self.encoder_only:
-            return super().configure_optimizers()
-        params = [p for p in self.module.z_encoder.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
+        self.teachers = FrozenModules(teacher=frozen_copy(module))
 
     def _retain_forward(self, retain):
         if self.encoder_only:
-            with frozen_batchnorm_except(self.module, self.module.z_encoder):
+            with frozen_batchnorm(self.module, keep=self.module.z_encoder):
                 return self.retain_loss(retain)
         return self.retain_loss(retain)
 
@@ -161,9 +151,9 @@ class ContrastivePlan(UnlearningTrainingPlan):
         self.track("objective", loss, n_r)
         return loss
 
-    def on_train_start(self) -> None:
-        """With ``encoder_only``, stop gradients outside the encoder of ``z`` for the run."""
-        super().on_train_start()
+    def setup(self, stage: str) -> None:
+        """With ``encoder_only``, stop gradients outside the encoder of ``z`` before the optimiser is made."""
+        super().setup(stage)
         self._frozen = []
         if self.encoder_only:
             keep = {id(p) for p in self.module.z_encoder.parameters()}
@@ -171,12 +161,12 @@ class ContrastivePlan(UnlearningTrainingPlan):
             for p in self._frozen:
                 p.requires_grad_(False)
 
-    def on_train_end(self) -> None:
-        """Restore ``requires_grad`` on the parameters frozen by :meth:`on_train_start`."""
+    def teardown(self, stage: str) -> None:
+        """Restore ``requires_grad`` on the parameters frozen by :meth:`setup` (also after a failed run)."""
         for p in getattr(self, "_frozen", []):
             p.requires_grad_(True)
         self._frozen = []
-        super().on_train_end()
+        super().teardown(stage)
 
 
 register(

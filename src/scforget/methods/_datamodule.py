@@ -9,13 +9,10 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from scvi.dataloaders import AnnDataLoader
 
+from scforget._core import drop_last_for_batchnorm
+
 if TYPE_CHECKING:
     from scvi.data import AnnDataManager
-
-
-def _drop_last(n: int, batch_size: int) -> bool:
-    """Drop a final minibatch of one or two cells: BatchNorm cannot train on it (scvi pitfall)."""
-    return 0 < n % batch_size < 3 and n > batch_size
 
 
 class RetainForgetDataModule(LightningDataModule):
@@ -81,7 +78,7 @@ class RetainForgetDataModule(LightningDataModule):
             indices=idx,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=_drop_last(len(idx), batch_size) if shuffle else False,
+            drop_last=drop_last_for_batchnorm(len(idx), batch_size) if shuffle else False,
         )
 
     def retain_dataloader(self) -> AnnDataLoader:

@@ -11,21 +11,16 @@ exactly zero (with a sampled ``z`` the noise alone would make them differ).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+from scvi import REGISTRY_KEYS
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from scforget import _compat
-
-from ._base import frozen_batchnorm
-
-if TYPE_CHECKING:
-    from ._base import UnlearningTrainingPlan
+from scforget._core import posterior_mean_forward
 
 _EPS = 1e-8
 
@@ -39,11 +34,11 @@ class VAEOutputs(NamedTuple):
     n_counts: torch.Tensor
 
 
-class Teachers:
-    """Frozen modules held by a plan without registering them as its submodules.
+class FrozenModules:
+    """Frozen modules (teachers, frozen critics) held by a plan without registering them as its submodules.
 
-    Registered submodules would be counted in Lightning's summary and flagged by its "modules in
-    eval mode" warning. :func:`teacher_outputs` moves a teacher to the device of its input.
+    Registered submodules would be counted in Lightning's summary, moved and flagged by its "modules
+    in eval mode" warning. :meth:`on` moves a module to the device of the data it is applied to.
     """
 
     def __init__(self, **modules: nn.Module):
@@ -54,6 +49,19 @@ class Teachers:
             return self.__dict__["_modules"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def values(self) -> list[nn.Module]:
+        """The held modules, in the order given."""
+        return list(self._modules.values())
+
+    @staticmethod
+    def on(module: nn.Module, device) -> nn.Module:
+        """``module`` on ``device`` (moved once, in place), in eval mode."""
+        first = next(iter(module.parameters()), None)
+        if first is not None and first.device != torch.device(device):
+            module.to(device)
+        module.eval()
+        return module
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -91,38 +99,20 @@ def incompetent_copy(module: nn.Module) -> nn.Module:
     return bad
 
 
-def _latent_point(module: nn.Module, qz: Normal) -> torch.Tensor:
-    loc = qz.loc
-    enc = getattr(module, "z_encoder", None)
-    transform = getattr(enc, "z_transformation", None)
-    return transform(loc) if callable(transform) else loc
-
-
-def decode_mean(module: nn.Module, tensors: dict, inference_outputs: dict) -> torch.distributions.Distribution:
-    """Decoder output of ``module`` with ``z`` set to the posterior mean of ``inference_outputs``."""
-    inf = dict(inference_outputs)
-    inf["z"] = _latent_point(module, inf["qz"])
-    return _compat.module_generative(module, tensors, inf)["px"]
-
-
 def vae_outputs(module: nn.Module, tensors: dict, inference_outputs: dict | None = None) -> VAEOutputs:
-    """Posterior and mean-``z`` decoder output of ``module`` on ``tensors``.
+    """Posterior and posterior-mean decoder output of ``module`` on ``tensors``.
 
     Pass ``inference_outputs`` from a forward pass already made to skip the encoder.
     """
-    inf = inference_outputs if inference_outputs is not None else _compat.module_inference(module, tensors)
-    n_counts = tensors["X"].sum(-1)
-    return VAEOutputs(qz=inf["qz"], px=decode_mean(module, tensors, inf), inference=inf, n_counts=n_counts)
+    inf, gen = posterior_mean_forward(module, tensors, inference_outputs)
+    n_counts = tensors[REGISTRY_KEYS.X_KEY].sum(-1)
+    return VAEOutputs(qz=inf["qz"], px=gen["px"], inference=inf, n_counts=n_counts)
 
 
 @torch.no_grad()
 def teacher_outputs(teacher: nn.Module, tensors: dict) -> VAEOutputs:
     """:func:`vae_outputs` of a frozen teacher, without gradients and in eval mode."""
-    device = tensors["X"].device
-    if next(teacher.parameters()).device != device:
-        teacher.to(device)
-    teacher.eval()
-    return vae_outputs(teacher, tensors)
+    return vae_outputs(FrozenModules.on(teacher, tensors[REGISTRY_KEYS.X_KEY].device), tensors)
 
 
 def posterior_kl(q: Normal, p: Normal) -> torch.Tensor:
@@ -182,59 +172,26 @@ def divergence(
     return div
 
 
-def check_weights(**weights: float) -> None:
-    """Raise a ``ValueError`` naming the first negative or non-finite weight."""
-    for name, value in weights.items():
-        if not isinstance(value, int | float) or not (value >= 0) or value == float("inf"):
-            raise ValueError(f"`{name}` must be a non-negative finite number; got {value!r}.")
+@dataclass(frozen=True)
+class Divergence:
+    """:func:`divergence` with fixed weights, as a plan uses it (both weights zero is refused)."""
 
+    posterior_weight: float = 1.0
+    output_weight: float = 1.0
 
-def check_positive(name: str, value, *, allow_none: bool = False, integer: bool = False) -> None:
-    """Raise a ``ValueError`` unless ``value`` is a positive (integer) number (or ``None`` if allowed)."""
-    if value is None and allow_none:
-        return
-    kind = int if integer else int | float
-    if isinstance(value, bool) or not isinstance(value, kind) or not (value > 0) or value == float("inf"):
-        what = "a positive integer" if integer else "a positive finite number"
-        raise ValueError(f"`{name}` must be {what}{' or None' if allow_none else ''}; got {value!r}.")
+    def __post_init__(self) -> None:
+        if self.posterior_weight == 0 and self.output_weight == 0:
+            raise ValueError("`posterior_weight` and `output_weight` are both 0; the divergence would be empty.")
 
-
-def make_adam(plan: UnlearningTrainingPlan, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam over ``params`` with ``lr`` and the plan's ``eps``/``weight_decay`` (as scvi-tools builds it)."""
-    params = [p for p in params if p.requires_grad]
-    return torch.optim.Adam(params, lr=lr, eps=plan.eps, weight_decay=plan.weight_decay)
-
-
-def manual_step(plan: UnlearningTrainingPlan, optimizer, loss: torch.Tensor) -> None:
-    """One manual-optimisation step: zero, backward, clip (``clip_grad_norm``), step."""
-    optimizer.zero_grad()
-    plan.manual_backward(loss)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    plan.clip_gradients_(params)
-    optimizer.step()
-
-
-@torch.no_grad()
-def monitor_loss(plan: UnlearningTrainingPlan, tensors: dict) -> torch.Tensor:
-    """The training objective on ``tensors`` for logging only: no gradient, BatchNorm untouched."""
-    with frozen_batchnorm(plan.module):
-        _, _, out = plan.forward(tensors, loss_kwargs=plan.loss_kwargs)
-    return out.loss
-
-
-def forget_context(plan: UnlearningTrainingPlan) -> contextlib.AbstractContextManager:
-    """BatchNorm frozen for a forget forward, unless the plan has ``freeze_batchnorm_on_forget=False``."""
-    return frozen_batchnorm(plan.module) if plan.freeze_batchnorm_on_forget else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def frozen_batchnorm_except(module: nn.Module, keep: nn.Module) -> Iterator[None]:
-    """Freeze BatchNorm statistics of every top-level child of ``module`` other than ``keep``."""
-    with contextlib.ExitStack() as stack:
-        for child in module.children():
-            if child is not keep:
-                stack.enter_context(frozen_batchnorm(child))
-        yield
+    def __call__(self, teacher: VAEOutputs, student: VAEOutputs, posterior: str = "kl") -> torch.Tensor:
+        """Per-cell divergence of ``student`` from ``teacher``."""
+        return divergence(
+            teacher,
+            student,
+            posterior_weight=float(self.posterior_weight),
+            output_weight=float(self.output_weight),
+            posterior=posterior,
+        )
 
 
 class ForgetCeiling:

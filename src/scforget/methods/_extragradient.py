@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 
-from ._critics import (
-    CriticTrainingPlan,
-    balanced_bce,
-    eval_mode,
-    features_no_grad,
-    membership_features,
-    register_critic_method,
-    shadow_audit,
-    tensors_to,
-)
+from scforget._core import eval_mode
+
+from ._critic_plan import CriticTrainingPlan, register_critic_method
+from ._critics import balanced_bce, membership_features, shadow_audit
+from ._hyperparams import POSITIVE, Bound
 
 
 def _optimizer_params(opt) -> list[torch.nn.Parameter]:
@@ -165,14 +161,8 @@ class ExtraGradientPlan(CriticTrainingPlan):
         gap stayed near zero.
     privacy_weight
         :math:`\lambda`.
-    critics
-        Feature subsets of the critics (see :class:`~scforget.train.FrozenCriticPlan`).
-    critic_hidden
-        Hidden-layer widths of the critics.
     spectral_norm
         Spectrally normalised critic layers (bounded critic gradients; on by default for stability).
-    critic_pretrain_steps
-        Full-batch Adam steps of critic pre-training on the input model.
     extrapolation
         ``False`` replaces the extra-gradient step by simultaneous gradient descent-ascent (ablation).
     shadow_fraction
@@ -180,28 +170,26 @@ class ExtraGradientPlan(CriticTrainingPlan):
     shadow_patience
         Epochs without improvement of the shadow advantage before stopping; ``None`` trains for the
         full budget (the best epoch is still restored).
-    nonmembers
-        Never-trained cells for critics and shadow audit; defaults to the model's validation cells.
-        Do not pass the non-members you audit with.
-    match_nonmembers
-        Keep only the ``k`` nearest non-members (posterior means) of each forget cell; ``None``: all.
-    nonmember_batch_size
-        Non-member cells per step.
     clip_grad_norm
         Clip each player's gradient norm at both gradient evaluations.
     **kwargs
-        See :class:`~scforget.train.UnlearningTrainingPlan`.
+        The critic hyper-parameters of :class:`~scforget.methods._critic_plan.CriticTrainingPlan`
+        (``critics``, ``critic_hidden``, ``critic_pretrain_steps``, ``nonmembers`` (also the pool of
+        the shadow audit), ``match_nonmembers``, ``nonmember_batch_size``) and those of
+        :class:`~scforget.train.UnlearningTrainingPlan`.
 
     Notes
     -----
-    Source: the reference study's "extra-gradient" co-training (spec section 3.8), corrected as listed
-    in its error M1: a real extrapolation step on both players (Korpelevich 1976; Extra-Adam, Gidel et
-    al. 2019), :math:`\lambda` on the privacy term, critics trained against never-trained (matched)
-    cells, epochs as passes over the retain set, and early stopping on a held-out shadow audit with
+    Source: the reference study's "extra-gradient" co-training (spec section 3.8), corrected where it
+    took a plain simultaneous step under that name: a real extrapolation step on both players
+    (Korpelevich 1976; Extra-Adam, Gidel et al. 2019), :math:`\lambda` on the privacy term, critics
+    trained against never-trained (matched) cells, epochs as passes over the retain set, and early stopping on a held-out shadow audit with
     the best weights kept. Runs on one device (the step uses manual optimisation).
     """
 
-    shadow_fraction_default = 0.5
+    manual_optimization: ClassVar[bool] = True
+    trainable_critics: ClassVar[bool] = True
+    bounds: ClassVar[dict[str, Bound]] = {"critic_lr": POSITIVE, "shadow_patience": Bound(1)}
 
     def __init__(
         self,
@@ -210,38 +198,21 @@ class ExtraGradientPlan(CriticTrainingPlan):
         lr: float = 1e-3,
         critic_lr: float = 1e-2,
         privacy_weight: float = 0.1,
-        critics: Sequence[str] = ("all", "scores", "latent"),
-        critic_hidden: Sequence[int] = (64, 64),
         spectral_norm: bool = True,
-        critic_pretrain_steps: int = 300,
         extrapolation: bool = True,
         shadow_fraction: float = 0.5,
         shadow_patience: int | None = 3,
-        nonmembers=None,
-        match_nonmembers: int | None = 10,
-        nonmember_batch_size: int = 128,
         clip_grad_norm: float | None = 100.0,
         **kwargs,
     ):
-        if critic_lr <= 0:
-            raise ValueError(f"`critic_lr` must be positive; got {critic_lr!r}.")
-        if shadow_patience is not None and shadow_patience < 1:
-            raise ValueError(f"`shadow_patience` must be a positive integer or None; got {shadow_patience!r}.")
         super().__init__(
             module,
             lr=lr,
             privacy_weight=privacy_weight,
-            critics=critics,
-            critic_hidden=critic_hidden,
             spectral_norm=spectral_norm,
-            critic_pretrain_steps=critic_pretrain_steps,
-            nonmembers=nonmembers,
-            match_nonmembers=match_nonmembers,
-            nonmember_batch_size=nonmember_batch_size,
             clip_grad_norm=clip_grad_norm,
             **kwargs,
         )
-        self.automatic_optimization = False
         self.critic_lr = float(critic_lr)
         self.extrapolation = bool(extrapolation)
         self.shadow_fraction = float(shadow_fraction)
@@ -250,24 +221,22 @@ class ExtraGradientPlan(CriticTrainingPlan):
         self._stale = 0
 
     def configure_optimizers(self):
-        """Adam for the VAE (``lr``) and for the critics (``critic_lr``)."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        opt_vae = torch.optim.Adam(params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
-        opt_critic = torch.optim.Adam(self.critics.parameters(), lr=self.critic_lr)
-        return [opt_vae, opt_critic]
+        """Optimisers from scvi-tools' optimiser creator: the VAE's (``lr``, scheduled) and the critics' (``critic_lr``)."""
+        return self.manual_optimizers(
+            self.make_optimizer(self.module.parameters(), self.lr),
+            self.make_optimizer(self.critics.parameters(), self.critic_lr),
+        )
 
     def attach_cells(self, cells) -> None:
         """Pre-train the critics (kept trainable) and record the input model's shadow AUC."""
         super().attach_cells(cells)
         self.critics.train()
         if cells.shadow is not None:
-            self.critic_info["shadow_auc_start"] = self._shadow_auc(next(self.module.parameters()).device)
+            self.critic_info["shadow_auc_start"] = self._shadow_auc()
 
-    def _shadow_auc(self, device) -> float:
+    def _shadow_auc(self) -> float:
         cells = self.require_cells()
-        f = features_no_grad(self.module, tensors_to(cells.forget, device))
-        n = features_no_grad(self.module, tensors_to(cells.shadow, device))
-        return shadow_audit(f, n, seed=0)
+        return shadow_audit(self.features(cells.forget), self.features(cells.shadow), seed=cells.seed)
 
     def training_step(self, batch, batch_idx):
         """One extra-gradient step of the VAE-vs-critics game on a retain and a forget minibatch."""
@@ -283,7 +252,7 @@ class ExtraGradientPlan(CriticTrainingPlan):
             with eval_mode(self.module):
                 f = membership_features(self.module, forget)
                 n = membership_features(self.module, nonmembers)
-            logits = [(c(f), c(n)) for c in self.critics]
+            logits = [(c(f), c(n)) for c in self.critic_modules()]
             gap = torch.stack([torch.sigmoid(lf).mean() - torch.sigmoid(ln).mean() for lf, ln in logits]).mean()
             parts.setdefault("retain", out.loss.detach())
             parts.setdefault("critic_gap", gap.detach())
@@ -304,7 +273,7 @@ class ExtraGradientPlan(CriticTrainingPlan):
         super().on_train_epoch_end()
         if self.require_cells().shadow is None:
             return
-        auc = self._shadow_auc(self.device)
+        auc = self._shadow_auc()
         self.epoch_history["shadow_auc"].append(auc)
         advantage = abs(auc - 0.5)
         epoch = len(self.epoch_history["shadow_auc"])
@@ -332,6 +301,6 @@ register_critic_method(
     "extragradient",
     ExtraGradientPlan,
     description="Co-train the VAE against trainable membership critics with real extra-gradient steps.",
-    reference="Korpelevich 1976; Gidel et al. 2019; fishing-for-privacy (reference study, section 3.8, fixed M1)",
+    reference="Korpelevich 1976; Gidel et al. 2019; fishing-for-privacy (reference study, section 3.8, corrected)",
     shadow=True,
 )

@@ -7,17 +7,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._registry import UnlearnContext, register
+from ._context import UnlearnContext
+from ._edits import edit_summary, fisher_of, noise_generator, snapshot, subsample
+from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
+from ._registry import get_method, register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
-
-
-def _check_number(value: float, name: str, *, positive: bool) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and (value > 0 if positive else value >= 0)
-    if not ok:
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"`{name}` must be a {kind} number; got {value!r}.")
 
 
 def fisher_forgetting(
@@ -43,8 +39,8 @@ def fisher_forgetting(
     hide — are scrambled. Optionally a Newton-style correction towards the retain optimum comes
     first, ``θ ← θ - newton_step * min(1 / (F_r + damping), max_inverse_fisher) * ∇L_r(θ)`` (the
     Fisher standing in for the Hessian), and a retain fine-tune follows when ``max_epochs > 0``,
-    with the model's *own* training objective (scforget's ``finetune`` plan), never a re-weighted
-    loss (the reference study's mis-scaled fine-tune collapsed the posterior, its error B2).
+    with the model's *own* training objective (scforget's ``finetune`` method), never a re-weighted
+    loss (the reference study's fine-tune used a mis-scaled loss that collapsed the posterior).
     Parameters that receive no gradient are left alone and listed in the record.
 
     Parameters
@@ -74,26 +70,12 @@ def fisher_forgetting(
     fisher_batch_size
         Minibatch size of the Fisher computation.
     """
-    from scforget.fisher import diagonal
-    from scforget.fisher._edits import edit_summary, snapshot, subsample
-
-    if alpha is not None:
-        _check_number(alpha, "alpha", positive=True)
-    _check_number(damping, "damping", positive=False)
-    _check_number(max_inverse_fisher, "max_inverse_fisher", positive=True)
-    _check_number(newton_step, "newton_step", positive=False)
-    if finetune_lr is not None:
-        _check_number(finetune_lr, "finetune_lr", positive=True)
     if damping == 0 and max_inverse_fisher == float("inf"):
         raise ValueError("With `damping=0` the inverse Fisher needs a finite `max_inverse_fisher`.")
-    progress = bool(ctx.trainer_kwargs.get("enable_progress_bar", False))
     retain = subsample(ctx.retain, max_retain_cells, ctx.seed)
-    f_retain = diagonal(
-        model, retain, batch_size=fisher_batch_size, return_gradient=newton_step > 0, progress_bar=progress
-    )
+    f_retain = fisher_of(model, ctx, retain, fisher_batch_size, return_gradient=newton_step > 0)
     alpha = 1.0 / f_retain.n_cells if alpha is None else float(alpha)
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if ctx.seed is None else int(ctx.seed))
+    generator = noise_generator(ctx.seed)
     before = snapshot(model.module)
     with torch.no_grad():
         for name, p in model.module.named_parameters():
@@ -112,18 +94,25 @@ def fisher_forgetting(
     ctx.info["fisher_seconds"] = f_retain.seconds
     ctx.info["alpha"] = alpha
     if ctx.max_epochs > 0:
-        from ._finetune import FinetunePlan
-        from ._runner import run_training_plan
-
         lr = finetune_lr or ctx.recipe.get("plan_kwargs", {}).get("lr") or ctx.recipe.get("lr") or 1e-3
         sub = dataclasses.replace(ctx, params={"lr": float(lr)}, info={})
-        run_training_plan(FinetunePlan)(model, sub)
+        get_method("finetune").run(model, sub)
         ctx.info["finetune"] = {"lr": float(lr), **sub.info}
 
 
 register(
     "fisher_forgetting",
     function=fisher_forgetting,
+    bounds={
+        "alpha": POSITIVE,
+        "damping": NON_NEGATIVE,
+        "max_inverse_fisher": POSITIVE,
+        "newton_step": NON_NEGATIVE,
+        "finetune_lr": POSITIVE,
+        "max_retain_cells": AT_LEAST_ONE,
+        "fisher_batch_size": AT_LEAST_ONE,
+    },
+    accepts_epochs=True,
     description="Gaussian noise with covariance alpha x inverse retain Fisher (+ optional Newton step, fine-tune).",
     reference="Golatkar, Achille & Soatto 2020 (CVPR), Eternal Sunshine of the Spotless Net",
 )

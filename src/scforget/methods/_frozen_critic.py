@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from ._critics import CriticTrainingPlan, eval_mode, membership_features, register_critic_method
+from scforget._core import eval_mode
+
+from ._critic_plan import CriticTrainingPlan, register_critic_method
+from ._critics import membership_features
 
 
 class FrozenCriticPlan(CriticTrainingPlan):
@@ -22,7 +23,7 @@ class FrozenCriticPlan(CriticTrainingPlan):
             \mathrm{BCE}\big(c_k(\phi_\theta(x_F)), 0\big),
 
     the model's own training objective on a retain minibatch (same scale as training; the reference
-    study's mis-scaled utility term was its bug B2) plus the largest binary cross-entropy, over the
+    study's utility term was mis-scaled against its privacy term) plus the largest binary cross-entropy, over the
     critics, of labelling the forget minibatch "non-member" (the reference study's multi-critic
     objective, section 3.7). :math:`s` is the input model's mean per-cell NELBO on the forget cells, so
     that ``privacy_weight`` (:math:`\lambda`) is dimensionless; unlike the study, :math:`\lambda`
@@ -40,29 +41,16 @@ class FrozenCriticPlan(CriticTrainingPlan):
     module
         The model's module.
     lr
-        Adam learning rate of the VAE.
+        Learning rate of the VAE.
     privacy_weight
         :math:`\lambda`, the weight of the privacy term relative to the utility term.
-    critics
-        Feature subsets of the critics, one critic each: ``"all"`` (every feature), ``"scores"``
-        (reconstruction log-likelihood and KL) and ``"latent"`` (posterior mean and log-variance)
-        mirror the study's v1/v3 attackers.
-    critic_hidden
-        Hidden-layer widths of the critics.
-    spectral_norm
-        Spectrally normalised critic layers.
-    critic_pretrain_steps
-        Full-batch Adam steps of critic pre-training.
-    nonmembers
-        Never-trained cells the critics learn from (any cell spec of :func:`scforget.data.as_positions`).
-        Defaults to the model's validation cells. Do not pass the non-members you audit with.
-    match_nonmembers
-        Keep only the ``k`` nearest non-members (posterior means of the input model) of each forget
-        cell; ``None`` keeps all.
-    nonmember_batch_size
-        Non-member cells per step (unused by this plan's loss; kept for a uniform interface).
+    clip_grad_norm
+        Gradient-norm clip of every step.
     **kwargs
-        See :class:`~scforget.train.UnlearningTrainingPlan` (e.g. ``clip_grad_norm``).
+        The critic hyper-parameters of :class:`~scforget.methods._critic_plan.CriticTrainingPlan`
+        (``critics``, ``critic_hidden``, ``spectral_norm``, ``critic_pretrain_steps``, ``nonmembers``,
+        ``match_nonmembers``, ``nonmember_batch_size``) and those of
+        :class:`~scforget.train.UnlearningTrainingPlan`.
 
     Notes
     -----
@@ -77,37 +65,10 @@ class FrozenCriticPlan(CriticTrainingPlan):
         *,
         lr: float = 1e-3,
         privacy_weight: float = 1.0,
-        critics: Sequence[str] = ("all", "scores", "latent"),
-        critic_hidden: Sequence[int] = (64, 64),
-        spectral_norm: bool = False,
-        critic_pretrain_steps: int = 300,
-        nonmembers=None,
-        match_nonmembers: int | None = 10,
-        nonmember_batch_size: int = 128,
         clip_grad_norm: float | None = 100.0,
         **kwargs,
     ):
-        super().__init__(
-            module,
-            lr=lr,
-            privacy_weight=privacy_weight,
-            critics=critics,
-            critic_hidden=critic_hidden,
-            spectral_norm=spectral_norm,
-            critic_pretrain_steps=critic_pretrain_steps,
-            nonmembers=nonmembers,
-            match_nonmembers=match_nonmembers,
-            nonmember_batch_size=nonmember_batch_size,
-            clip_grad_norm=clip_grad_norm,
-            **kwargs,
-        )
-
-    def attach_cells(self, cells) -> None:
-        """Pre-train the critics on the input model, then freeze them."""
-        super().attach_cells(cells)
-        for p in self.critics.parameters():
-            p.requires_grad_(False)
-        self.critics.eval()
+        super().__init__(module, lr=lr, privacy_weight=privacy_weight, clip_grad_norm=clip_grad_norm, **kwargs)
 
     def training_step(self, batch, batch_idx):
         """Retain NELBO plus the largest critic loss of calling forget cells non-members."""

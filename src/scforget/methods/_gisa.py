@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
+from scvi.dataloaders import AnnDataLoader
 
-from ._base import UnlearningTrainingPlan, frozen_batchnorm
+from scforget._core import negative_elbo
+from scforget.fisher import module_diagonal
+
+from ._base import UnlearningTrainingPlan
+from ._hyperparams import AT_LEAST_ONE, POSITIVE, Bound
 from ._registry import register
 
 
@@ -15,8 +20,9 @@ class GISAPlan(UnlearningTrainingPlan):
 
     At the start of training the importance of every parameter for the forget and for the retain
     cells is estimated as the mean squared per-cell gradient of the model's negative ELBO
-    (:math:`I_{F,i}`, :math:`I_{R,i}`; a diagonal empirical Fisher, BatchNorm frozen so that no
-    statistics change, at most ``n_importance_cells`` cells of each set). Each parameter's step is
+    (:math:`I_{F,i}`, :math:`I_{R,i}`): the per-sample diagonal Fisher of
+    :func:`scforget.fisher.diagonal` (eval mode, posterior-mean latent, vectorised per-cell
+    gradients) on at most ``n_importance_cells`` random cells of each set. Each parameter's step is
     then scaled by
 
     .. math::
@@ -70,6 +76,13 @@ class GISAPlan(UnlearningTrainingPlan):
     rate", but its equation 11 (implemented here) gives them a larger one (:math:`s_i \ge 1`).
     """
 
+    manual_optimization: ClassVar[bool] = True
+    bounds: ClassVar[dict[str, Bound]] = {
+        "importance_eps": POSITIVE,
+        "max_lr_scale": Bound(1),
+        "n_importance_cells": AT_LEAST_ONE,
+    }
+
     def __init__(
         self,
         module,
@@ -83,16 +96,7 @@ class GISAPlan(UnlearningTrainingPlan):
         clip_grad_norm: float | None = 100.0,
         **kwargs,
     ):
-        if granularity not in ("tensor", "element"):
-            raise ValueError(f"`granularity` must be 'tensor' or 'element'; got {granularity!r}.")
-        if max_lr_scale is not None and max_lr_scale < 1:
-            raise ValueError(f"`max_lr_scale` must be at least 1 or None; got {max_lr_scale!r}.")
-        if n_importance_cells < 1:
-            raise ValueError(f"`n_importance_cells` must be positive; got {n_importance_cells!r}.")
-        if importance_eps <= 0:
-            raise ValueError(f"`importance_eps` must be positive; got {importance_eps!r}.")
         super().__init__(module, lr=lr, eps=eps, clip_grad_norm=clip_grad_norm, **kwargs)
-        self.automatic_optimization = False
         self.importance_eps = float(importance_eps)
         self.granularity = granularity
         self.max_lr_scale = max_lr_scale
@@ -100,28 +104,15 @@ class GISAPlan(UnlearningTrainingPlan):
         self.lr_scales: dict[str, torch.Tensor] = {}
 
     # -- importance ------------------------------------------------------------------------------
-    def importance(self, loader) -> dict[str, torch.Tensor]:
-        """Mean squared per-cell gradient of the NELBO over at most ``n_importance_cells`` cells."""
-        params = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
-        sums = {n: torch.zeros_like(p) for n, p in params.items()}
-        seen = 0
-        with frozen_batchnorm(self.module):
-            for tensors in loader:
-                tensors = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
-                n = self.batch_size_of(tensors)
-                for i in range(n):
-                    if seen >= self.n_importance_cells:
-                        break
-                    cell = {k: v[i : i + 1] if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
-                    _, _, out = self.forward(cell, loss_kwargs=self.loss_kwargs)
-                    grads = torch.autograd.grad(out.loss, list(params.values()), allow_unused=True)
-                    for (name, _), g in zip(params.items(), grads, strict=True):
-                        if g is not None:
-                            sums[name] += g.detach().pow(2)
-                    seen += 1
-                if seen >= self.n_importance_cells:
-                    break
-        return {n: s / max(seen, 1) for n, s in sums.items()}
+    def importance(self, adata_manager, positions) -> dict[str, torch.Tensor]:
+        """Per-sample diagonal Fisher of the negative ELBO over at most ``n_importance_cells`` random ``positions``."""
+        positions = torch.as_tensor(positions)
+        if positions.numel() > self.n_importance_cells:
+            positions = positions[torch.randperm(positions.numel())[: self.n_importance_cells]].sort().values
+        loader = AnnDataLoader(adata_manager, indices=positions.numpy(), batch_size=128, shuffle=False)
+        fisher = module_diagonal(self.module, loader, per_cell_loss=negative_elbo, device=self.device)
+        zeros = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in self.module.named_parameters()}
+        return {n: fisher.get(n, zeros[n]).to(self.device) for n in zeros if n in fisher or n in fisher.no_gradient}
 
     def on_train_start(self) -> None:
         """Estimate forget and retain importances and derive the per-parameter step scales."""
@@ -131,8 +122,8 @@ class GISAPlan(UnlearningTrainingPlan):
                 "GISAPlan needs the retain/forget data module of scforget.unlearn (RetainForgetDataModule)."
             )
         self.refresh_kl_weight()
-        i_forget = self.importance(dm.forget_dataloader())
-        i_retain = self.importance(dm.retain_dataloader())
+        i_forget = self.importance(dm.adata_manager, dm.forget_idx)
+        i_retain = self.importance(dm.adata_manager, dm.train_idx)
         scales = {}
         for name, i_f in i_forget.items():
             ratio = torch.log(i_f / (i_retain[name] + self.importance_eps))
@@ -155,12 +146,9 @@ class GISAPlan(UnlearningTrainingPlan):
         _, _, out_r = self.retain_loss(retain)
         _, _, out_f = self.forget_loss(forget)
         loss = out_r.loss.pow(2) / (out_f.loss + self.eps)
-        opt.zero_grad()
-        self.manual_backward(loss)
-        self.clip_gradients_(self.module.parameters())
         named = [(n, p) for n, p in self.module.named_parameters() if n in self.lr_scales]
         before = [p.detach().clone() for _, p in named]
-        opt.step()
+        self.manual_step(opt, loss)
         with torch.no_grad():
             for (name, p), p0 in zip(named, before, strict=True):
                 p.copy_(p0 + self.lr_scales[name] * (p - p0))
@@ -168,8 +156,9 @@ class GISAPlan(UnlearningTrainingPlan):
         self.track("forget_loss", out_f.loss, self.batch_size_of(forget))
         self.track("gisa_loss", loss, self.batch_size_of(retain))
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Gradients are clipped in :meth:`training_step` (manual optimisation)."""
+    def configure_optimizers(self):
+        """One optimiser (scvi-tools' optimiser creator) over the module, with the plateau scheduler if asked."""
+        return self.manual_optimizers(self.make_optimizer(self.module.parameters()))
 
 
 register(

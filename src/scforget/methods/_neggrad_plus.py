@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ._base import UnlearningTrainingPlan
-from ._distill import ForgetCeiling, check_positive, check_weights
+from ._distill import ForgetCeiling
+from ._hyperparams import NON_NEGATIVE, Bound
 from ._registry import register
 
 
@@ -46,6 +49,8 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
     challenge report).
     """
 
+    bounds: ClassVar[dict[str, Bound]] = {"lam": NON_NEGATIVE, "forget_bound": Bound(1, exclusive_minimum=True)}
+
     def __init__(
         self,
         module,
@@ -56,11 +61,6 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
         clip_grad_norm: float | None = 1.0,
         **kwargs,
     ):
-        check_positive("lr", lr)
-        check_weights(lam=lam)
-        check_positive("forget_bound", forget_bound, allow_none=True)
-        if forget_bound is not None and forget_bound <= 1:
-            raise ValueError(f"`forget_bound` must be above 1 (a multiple of the starting loss); got {forget_bound}.")
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
         self.lam = float(lam)
         self.ceiling = ForgetCeiling(forget_bound)

@@ -3,65 +3,24 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
 
-from scforget._utils import accepted_keywords, close_matches
+from scforget._core import accepted_keywords, close_matches
+
+from ._base import UnlearningTrainingPlan
+from ._context import UnlearnContext
+from ._hyperparams import Bound, annotations_of, check_hyperparameters
+from ._runner import run_training_plan
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
     from scvi.train import TrainingPlan
 
 MethodKind = Literal["exact", "training", "parameter"]
-
-
-@dataclass
-class UnlearnContext:
-    """Everything a method needs to run, resolved and validated by :func:`scforget.unlearn`.
-
-    Attributes
-    ----------
-    forget
-        Positions of the cells to forget (all were training cells).
-    retain
-        Positions of the training cells used as the retain set.
-    validation
-        Positions of never-trained validation cells (may be empty); disjoint from ``forget``.
-    max_epochs
-        Epoch budget (resolved from the method's default when the user gave none).
-    batch_size
-        Minibatch size.
-    params
-        The method's own hyper-parameters (validated against its signature).
-    seed
-        Seed of the run, or ``None`` for the caller's global seed.
-    accelerator, devices
-        Passed to Lightning.
-    trainer_kwargs
-        Extra keyword arguments for :class:`scvi.train.Trainer`.
-    recipe
-        How the input model was trained (epochs, batch size, plan arguments); see
-        :func:`scforget.methods.training_recipe`.
-    """
-
-    forget: np.ndarray
-    retain: np.ndarray
-    validation: np.ndarray
-    max_epochs: int
-    batch_size: int
-    params: dict[str, Any]
-    seed: int | None
-    accelerator: str
-    devices: Any
-    trainer_kwargs: dict[str, Any]
-    recipe: dict[str, Any]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 RunFunction = Callable[["BaseModelClass", UnlearnContext], None]
 
 
@@ -93,6 +52,14 @@ class MethodSpec:
         The TrainingPlan class for training-based methods.
     shown
         The hyper-parameters listed by :func:`available` and recorded with their defaults.
+    annotations
+        Type annotation of each hyper-parameter (checked before any work).
+    bounds
+        Allowed range of numeric hyper-parameters (checked before any work).
+    accepts_epochs
+        Whether the method trains (``max_epochs > 0`` is meaningful).
+    manual_optimization
+        Whether the plan optimises manually (Lightning's ``gradient_clip_val`` cannot apply).
     """
 
     name: str
@@ -105,23 +72,46 @@ class MethodSpec:
     default_epochs: Callable[[int], int]
     plan: type[TrainingPlan] | None = None
     shown: tuple[str, ...] = ()
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+    bounds: Mapping[str, Bound] = field(default_factory=dict)
+    accepts_epochs: bool = True
+    manual_optimization: bool = False
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise before any work if a hyper-parameter has the wrong type or lies outside its range."""
+        check_hyperparameters(params, self.annotations, self.bounds, f"method {self.name!r}")
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def _plan_params(plan: type) -> tuple[frozenset[str], dict[str, Any]]:
+def _plan_inits(plan: type) -> list:
+    """The ``__init__`` of every class from ``plan`` up to scvi-tools' TrainingPlan (most derived first)."""
     from scvi.train import TrainingPlan
 
-    names, _ = accepted_keywords(plan.__init__, TrainingPlan.__init__)
+    out = []
+    for cls in plan.__mro__:
+        if "__init__" in vars(cls):
+            out.append(vars(cls)["__init__"])
+        if cls is TrainingPlan:
+            break
+    return out
+
+
+def _plan_params(plan: type) -> tuple[frozenset[str], dict[str, Any]]:
+    inits = _plan_inits(plan)
+    names, _ = accepted_keywords(*inits)
     names.discard("module")
     defaults = {}
-    for cls in reversed(plan.__mro__):
-        if "__init__" in vars(cls):
-            for p in inspect.signature(cls.__init__).parameters.values():
-                if p.name in names and p.default is not p.empty:
-                    defaults[p.name] = p.default
+    for init in reversed(inits):
+        for p in inspect.signature(init).parameters.values():
+            if p.name in names and p.default is not p.empty:
+                defaults[p.name] = p.default
     return frozenset(names), defaults
+
+
+def _plan_annotations(plan: type) -> dict[str, Any]:
+    return annotations_of(*_plan_inits(plan))
 
 
 def _function_params(fn: Callable) -> tuple[frozenset[str], dict[str, Any]]:
@@ -130,6 +120,20 @@ def _function_params(fn: Callable) -> tuple[frozenset[str], dict[str, Any]]:
     names = frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
     defaults = {p.name: p.default for p in params if p.default is not p.empty}
     return names, defaults
+
+
+def _plan_own_params(plan: type) -> tuple[str, ...]:
+    """Hyper-parameters a plan declares itself (up to, not including, its scforget/scvi-tools base), plus ``lr``."""
+    from scvi.train import TrainingPlan
+
+    names: set[str] = {"lr"}
+    for cls in plan.__mro__:
+        if cls is TrainingPlan or cls is UnlearningTrainingPlan:
+            break
+        if "__init__" in vars(cls):
+            names |= accepted_keywords(vars(cls)["__init__"])[0]
+    names.discard("module")
+    return tuple(sorted(names))
 
 
 def register(
@@ -142,6 +146,9 @@ def register(
     reference: str = "",
     default_epochs: Callable[[int], int] | None = None,
     extra_params: Iterable[str] = (),
+    extra_annotations: Iterable[Callable] = (),
+    bounds: Mapping[str, Bound] | None = None,
+    accepts_epochs: bool | None = None,
     runner: Callable[[type], RunFunction] | None = None,
     overwrite: bool = False,
 ) -> MethodSpec:
@@ -157,10 +164,10 @@ def register(
         Name used as ``method=``.
     plan
         TrainingPlan class of a training-based method. Its ``__init__`` keywords are the method's
-        hyper-parameters.
+        hyper-parameters; their annotations give their types and the plan's ``bounds`` their ranges.
     function
         Function of a parameter-space (or exact) method; its keyword-only parameters after
-        ``(model, context)`` are the method's hyper-parameters.
+        ``(model, context)`` are the method's hyper-parameters, typed by their annotations.
     kind
         Defaults to ``"training"`` for plans and ``"parameter"`` for functions.
     description
@@ -172,6 +179,14 @@ def register(
         (at least one) for training methods and 0 for parameter edits.
     extra_params
         Further accepted hyper-parameter names, for a ``function`` that takes ``**kwargs``.
+    extra_annotations
+        Callables whose annotated keyword parameters type ``extra_params`` (the first one wins).
+    bounds
+        Allowed ranges of numeric hyper-parameters of a ``function`` (plans declare theirs in a
+        ``bounds`` class attribute).
+    accepts_epochs
+        Whether ``max_epochs > 0`` is meaningful for a ``function``; defaults to ``True`` unless
+        ``default_epochs`` gives 0 epochs.
     runner
         For ``plan``: a factory ``runner(plan) -> run`` replacing the default TrainRunner-based runner
         (e.g. to prepare data a plan needs before training).
@@ -187,34 +202,46 @@ def register(
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"A method named {name!r} is already registered; pass overwrite=True to replace it.")
     if plan is not None:
-        from scforget.methods._runner import run_training_plan
-
         params, defaults = _plan_params(plan)
-        shown = _plan_own_params(plan, params)
-        kind = kind or "training"
-        run = (runner or run_training_plan)(plan)
-        default_epochs = default_epochs or (lambda e: max(1, round(0.1 * e)))
+        shown = _plan_own_params(plan)
+        annotations = _plan_annotations(plan)
+        plan_bounds = dict(getattr(plan, "merged_bounds", lambda: {})())
+        plan_bounds.update(bounds or {})
+        spec_kw = {
+            "kind": kind or "training",
+            "run": (runner or run_training_plan)(plan),
+            "default_epochs": default_epochs or (lambda e: max(1, round(0.1 * e))),
+            "bounds": plan_bounds,
+            "accepts_epochs": True,
+            "manual_optimization": bool(getattr(plan, "manual_optimization", False)),
+        }
     else:
         params, defaults = _function_params(function)
         shown = tuple(sorted(params))
         params = params | frozenset(extra_params)
-        kind = kind or "parameter"
+        annotations = annotations_of(function, *extra_annotations)
 
         def run(model, ctx, _fn=function):
             _fn(model, ctx, **ctx.params)
 
-        default_epochs = default_epochs or (lambda e: 0)
+        epochs = default_epochs or (lambda e: 0)
+        spec_kw = {
+            "kind": kind or "parameter",
+            "run": run,
+            "default_epochs": epochs,
+            "bounds": dict(bounds or {}),
+            "accepts_epochs": (epochs(100) > 0) if accepts_epochs is None else bool(accepts_epochs),
+        }
     spec = MethodSpec(
         name=name,
-        kind=kind,
         description=description,
         reference=reference,
-        run=run,
         params=params,
         defaults=defaults,
-        default_epochs=default_epochs,
         plan=plan,
         shown=shown,
+        annotations={k: v for k, v in annotations.items() if k in params},
+        **spec_kw,
     )
     _REGISTRY[name] = spec
     return spec
@@ -252,14 +279,6 @@ def available() -> pd.DataFrame:
         for s in _REGISTRY.values()
     ]
     return pd.DataFrame(rows, columns=["name", "kind", "description", "reference", "parameters"])
-
-
-def _plan_own_params(plan: type, params: frozenset[str]) -> tuple[str, ...]:
-    """Hyper-parameters a plan adds on top of scvi-tools' TrainingPlan, plus ``lr``."""
-    from scvi.train import TrainingPlan
-
-    base, _ = accepted_keywords(TrainingPlan.__init__)
-    return tuple(sorted((params - base) | {"lr"}))
 
 
 def default_params(spec: MethodSpec) -> dict[str, Any]:

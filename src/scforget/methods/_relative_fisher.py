@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from ._registry import UnlearnContext, register
-from ._validate import check_no_epochs, check_positive
+from ._context import UnlearnContext
+from ._edits import forget_retain_fisher, noise_generator, paired, record_edit, snapshot
+from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
+from ._registry import register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -62,26 +64,13 @@ def relative_fisher(
     fisher_batch_size
         Minibatch size of the Fisher computations.
     """
-    from scforget.fisher._edits import forget_retain_fisher, record_edit, snapshot
-
-    if mode not in ("dampen", "noise"):
-        raise ValueError(f"`mode` must be 'dampen' or 'noise'; got {mode!r}.")
-    check_positive(threshold, "threshold")
-    check_positive(strength, "strength")
-    check_positive(noise_scale, "noise_scale")
-    if isinstance(damping, bool) or not isinstance(damping, int | float) or damping < 0:
-        raise ValueError(f"`damping` must be a non-negative number; got {damping!r}.")
-    check_no_epochs(ctx, "relative_fisher")
     f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if ctx.seed is None else int(ctx.seed))
+    generator = noise_generator(ctx.seed)
     before = snapshot(model.module)
     n_selected = 0
     with torch.no_grad():
-        for name, p in model.module.named_parameters():
-            if name not in f_forget or name not in f_retain:
-                continue
-            ratio = f_forget[name] / (f_retain[name] + damping)
+        for _, p, i_f, i_r in paired(model.module, f_forget, f_retain):
+            ratio = i_f / (i_r + damping)
             selected = ratio > threshold
             n_selected += int(selected.sum())
             if not bool(selected.any()):
@@ -92,7 +81,7 @@ def relative_fisher(
             else:
                 rms = float(p.detach().double().square().mean().sqrt())
                 std = noise_scale * rms * torch.where(selected, 1.0 - threshold / ratio.clamp_min(1e-300), 0.0)
-                noise = torch.randn(std.shape, generator=generator, dtype=torch.float64) * std
+                noise = torch.randn(std.shape, generator=generator, dtype=torch.float64) * std.cpu()
                 p.add_(noise.to(device=p.device, dtype=p.dtype))
     record_edit(ctx, model.module, before, f_forget, f_retain, retain, n_selected)
 
@@ -100,6 +89,14 @@ def relative_fisher(
 register(
     "relative_fisher",
     function=relative_fisher,
+    bounds={
+        "threshold": POSITIVE,
+        "strength": POSITIVE,
+        "noise_scale": POSITIVE,
+        "damping": NON_NEGATIVE,
+        "max_retain_cells": AT_LEAST_ONE,
+        "fisher_batch_size": AT_LEAST_ONE,
+    },
     description="Dampen (or noise) parameters by their forget/retain Fisher ratio above a threshold.",
     reference="Proposed as future work by the reference study (Fishing for Privacy); cf. Foster et al. 2024",
 )

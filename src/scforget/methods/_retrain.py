@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scforget._clone import fresh_model
-from scforget._recipe import recipe_train_kwargs
+from scforget._core import drop_last_for_batchnorm, fresh_model, recipe_train_kwargs
 
-from ._registry import UnlearnContext, register
+from ._context import UnlearnContext
+from ._registry import register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -49,13 +49,16 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
     train_kwargs = recipe_train_kwargs(recipe)
     train_kwargs.update(ctx.trainer_kwargs)
     train_kwargs.setdefault("enable_checkpointing", False)
+    splitter = {"external_indexing": [ctx.retain.copy(), ctx.validation.copy(), rest]}
+    if drop_last_for_batchnorm(ctx.retain.size, ctx.batch_size):
+        splitter["drop_last"] = True
     fresh.train(
         max_epochs=ctx.max_epochs,
         batch_size=ctx.batch_size,
         accelerator=ctx.accelerator,
         devices=ctx.devices,
         plan_kwargs={**recipe.get("plan_kwargs", {}), **plan_kwargs},
-        datasplitter_kwargs={"external_indexing": [ctx.retain.copy(), ctx.validation.copy(), rest]},
+        datasplitter_kwargs=splitter,
         **train_kwargs,
     )
     model.module.load_state_dict(fresh.module.state_dict())
@@ -68,10 +71,25 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
 def _training_plan_params() -> list[str]:
     from scvi.train import TrainingPlan
 
-    from scforget._utils import accepted_keywords
+    from scforget._core import accepted_keywords
 
     names, _ = accepted_keywords(TrainingPlan.__init__)
     return sorted(names - {"module"})
+
+
+def _training_plan_bounds():
+    from ._base import UnlearningTrainingPlan
+
+    return UnlearningTrainingPlan.merged_bounds()
+
+
+def _training_plan_inits():
+    from scvi.train import TrainingPlan
+
+    from ._base import UnlearningTrainingPlan
+
+    # scforget's annotations first: they say where scvi-tools' also accept None (KL warm-up)
+    return (UnlearningTrainingPlan.__init__, TrainingPlan.__init__)
 
 
 register(
@@ -82,4 +100,7 @@ register(
     reference="Cao & Yang 2015; Bourtoule et al. 2021",
     default_epochs=lambda e: e,
     extra_params=_training_plan_params(),
+    extra_annotations=_training_plan_inits(),
+    bounds=_training_plan_bounds(),
+    accepts_epochs=True,
 )

@@ -7,23 +7,20 @@ from typing import TYPE_CHECKING
 
 from scvi.train import TrainRunner
 
+from ._context import UnlearnContext
 from ._datamodule import RetainForgetDataModule
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
-    from ._registry import UnlearnContext
-
 #: Trainer defaults for unlearning runs (the user's trainer kwargs win).
-TRAINER_DEFAULTS = {"enable_checkpointing": False, "log_every_n_steps": 1}
+TRAINER_DEFAULTS = {"enable_checkpointing": False, "log_every_n_steps": 1, "enable_model_summary": False}
 
 
 def run_training_plan(plan_cls: type):
     """A registry ``run`` function that trains ``plan_cls`` on retain/forget batches."""
 
     def run(model: BaseModelClass, ctx: UnlearnContext) -> None:
-        if ctx.max_epochs < 1:
-            raise ValueError(f"`max_epochs` must be at least 1 for training-based methods; got {ctx.max_epochs}.")
         dm = RetainForgetDataModule(
             model.adata_manager,
             ctx.retain,
@@ -37,6 +34,9 @@ def run_training_plan(plan_cls: type):
         # Lightning >= 2.2 leaves modules in whatever mode they are in; the model sits in eval mode
         # after training or loading, so switch to train mode on purpose (dropout and BatchNorm on).
         model.module.train()
+        trainer_kwargs = {**TRAINER_DEFAULTS, **ctx.trainer_kwargs}
+        if getattr(plan, "reduce_lr_on_plateau", False) and "validation" in str(plan.lr_scheduler_metric):
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         runner = TrainRunner(
             model,
             training_plan=plan,
@@ -44,7 +44,7 @@ def run_training_plan(plan_cls: type):
             max_epochs=ctx.max_epochs,
             accelerator=ctx.accelerator,
             devices=ctx.devices,
-            **{**TRAINER_DEFAULTS, **ctx.trainer_kwargs},
+            **trainer_kwargs,
         )
         runner()
         # keep the model's own training history; unlearning losses go into the record
@@ -56,6 +56,9 @@ def run_training_plan(plan_cls: type):
             if getattr(plan, "freeze_batchnorm_on_forget", False)
             else "BatchNorm statistics updated on every forward"
         )
+        info = getattr(plan, "run_info", None)
+        if callable(info):
+            ctx.info.update(info())
         model.trainer = None
 
     return run

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from ._base import UnlearningTrainingPlan, frozen_batchnorm
-from ._distill import (
-    Teachers,
-    check_positive,
-    check_weights,
-    divergence,
-    forget_context,
-    frozen_copy,
-    make_adam,
-    manual_step,
-    monitor_loss,
-    teacher_outputs,
-    vae_outputs,
-)
+from typing import ClassVar, Literal
+
+from scforget._core import frozen_batchnorm
+
+from ._base import UnlearningTrainingPlan
+from ._distill import Divergence, FrozenModules, frozen_copy, teacher_outputs, vae_outputs
+from ._hyperparams import NON_NEGATIVE, POSITIVE, Bound
 from ._registry import register
 
 
@@ -27,7 +20,7 @@ class SCRUBPlan(UnlearningTrainingPlan):
     output_weight·n·KL(profile_T(x) || profile_S(x))``, the KL between the encoders' Gaussian
     posteriors plus the KL between the decoders' count distributions (expression profiles, times the
     cell's total count ``n``) (see
-    :func:`~scforget.methods._distill.divergence`). Following the published schedule, each
+    the divergence of the distillation methods). Following the published schedule, each
     training step makes
 
     - a **max-step** (only during the first ``max_steps_epochs`` epochs): maximise the mean over
@@ -37,8 +30,8 @@ class SCRUBPlan(UnlearningTrainingPlan):
       is bounded (the reference study's unbounded max-KL reached −5,182);
     - a **min-step**: minimise ``alpha·mean d + gamma·negative ELBO`` on the retain minibatch.
 
-    Max- and min-steps use separate Adam optimisers (``max_lr`` and ``lr``) so that the momentum of
-    one never drives the other. After the max-step epochs the remaining epochs are min-steps only,
+    Max- and min-steps use separate optimisers (``max_lr`` and ``lr``; Adam unless ``optimizer`` says
+    otherwise) so that the momentum of one never drives the other. After the max-step epochs the remaining epochs are min-steps only,
     which repairs retain performance (the paper's remedy for the max-steps' collateral damage); no
     separate fine-tuning phase follows.
 
@@ -89,6 +82,17 @@ class SCRUBPlan(UnlearningTrainingPlan):
     :cite:p:`Kurmanji2023`
     """
 
+    manual_optimization: ClassVar[bool] = True
+    bounds: ClassVar[dict[str, Bound]] = {
+        "max_lr": POSITIVE,
+        "alpha": NON_NEGATIVE,
+        "gamma": NON_NEGATIVE,
+        "max_steps_epochs": NON_NEGATIVE,
+        "forget_bound": POSITIVE,
+        "posterior_weight": NON_NEGATIVE,
+        "output_weight": NON_NEGATIVE,
+    }
+
     def __init__(
         self,
         module,
@@ -101,71 +105,52 @@ class SCRUBPlan(UnlearningTrainingPlan):
         forget_bound: float = 25.0,
         posterior_weight: float = 1.0,
         output_weight: float = 1.0,
-        max_posterior: str = "shift",
+        max_posterior: Literal["shift", "kl"] = "shift",
         clip_grad_norm: float | None = 1.0,
         **kwargs,
     ):
-        if max_posterior not in ("shift", "kl"):
-            raise ValueError(f"`max_posterior` must be 'shift' or 'kl'; got {max_posterior!r}.")
-        check_positive("lr", lr)
-        check_positive("max_lr", max_lr, allow_none=True)
-        check_weights(alpha=alpha, gamma=gamma, posterior_weight=posterior_weight, output_weight=output_weight)
-        if posterior_weight == 0 and output_weight == 0:
-            raise ValueError("`posterior_weight` and `output_weight` are both 0; the divergence would be empty.")
-        if isinstance(max_steps_epochs, bool) or not isinstance(max_steps_epochs, int) or max_steps_epochs < 0:
-            raise ValueError(f"`max_steps_epochs` must be a non-negative integer; got {max_steps_epochs!r}.")
-        check_positive("forget_bound", forget_bound)
+        div = Divergence(posterior_weight, output_weight)
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
-        self.automatic_optimization = False
+        self.divergence = div
         self.max_lr = lr if max_lr is None else max_lr
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.max_steps_epochs = int(max_steps_epochs)
         self.forget_bound = float(forget_bound)
         self.max_posterior = max_posterior
-        self.posterior_weight, self.output_weight = float(posterior_weight), float(output_weight)
-        self.teachers = Teachers(teacher=frozen_copy(module))
+        self.teachers = FrozenModules(teacher=frozen_copy(module))
 
     def configure_optimizers(self):
-        """Two Adam optimisers: max-steps and min-steps."""
+        """Two optimisers (scvi-tools' optimiser creator): min-steps (scheduled) and max-steps."""
         params = list(self.module.parameters())
-        return [make_adam(self, params, self.max_lr), make_adam(self, params, self.lr)]
-
-    def _divergence(self, teacher, student, posterior="kl"):
-        return divergence(
-            teacher,
-            student,
-            posterior_weight=self.posterior_weight,
-            output_weight=self.output_weight,
-            posterior=posterior,
-        )
+        return self.manual_optimizers(self.make_optimizer(params, self.lr), self.make_optimizer(params, self.max_lr))
 
     def training_step(self, batch, batch_idx):
         """A max-step (early epochs only) followed by a min-step."""
         retain, forget = self.split_batch(batch)
         self.refresh_kl_weight()
-        opt_max, opt_min = self.optimizers()
+        opt_min, opt_max = self.optimizers()
         n_r, n_f = self.batch_size_of(retain), self.batch_size_of(forget)
 
         if self.current_epoch < self.max_steps_epochs:
-            with forget_context(self):
-                d_f = self._divergence(
+            with self.forget_context():
+                d_f = self.divergence(
                     teacher_outputs(self.teachers.teacher, forget),
                     vae_outputs(self.module, forget),
                     posterior=self.max_posterior,
                 )
             capped = d_f.clamp(max=self.forget_bound)
             if bool((d_f < self.forget_bound).any()):
-                manual_step(self, opt_max, -capped.mean())
+                self.manual_step(opt_max, -capped.mean())
             self.track("forget_divergence", d_f.mean(), n_f)
 
         inf, _, out = self.retain_loss(retain)
         with frozen_batchnorm(self.module):  # the ELBO forward above already updated the statistics
             student = vae_outputs(self.module, retain, inference_outputs=inf)
-        d_r = self._divergence(teacher_outputs(self.teachers.teacher, retain), student)
-        manual_step(self, opt_min, self.alpha * d_r.mean() + self.gamma * out.loss)
+        d_r = self.divergence(teacher_outputs(self.teachers.teacher, retain), student)
+        self.manual_step(opt_min, self.alpha * d_r.mean() + self.gamma * out.loss)
         self.track("retain_divergence", d_r.mean(), n_r)
         self.track("retain_loss", out.loss, n_r)
-        self.track("forget_loss", monitor_loss(self, forget), n_f)
+        self.track("forget_loss", self.monitor_loss(forget), n_f)
         return None
 
 

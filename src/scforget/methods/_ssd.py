@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._registry import UnlearnContext, register
-from ._validate import check_no_epochs, check_positive
+from ._context import UnlearnContext
+from ._edits import forget_retain_fisher, paired, record_edit, snapshot
+from ._hyperparams import AT_LEAST_ONE, POSITIVE
+from ._registry import register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -27,8 +29,8 @@ def ssd(
     With ``I_f`` and ``I_r`` the per-sample diagonal Fisher (see :func:`scforget.fisher.diagonal`)
     of the forget and retain cells, every parameter with ``I_f > alpha * I_r`` is multiplied by
     ``min(lam * I_r / I_f, 1)``; all others stay as they are. Factors lie in ``(0, 1]``, so no sign
-    ever flips — unlike the reference study's variant (its error M3), which rescaled the ratio per
-    tensor and dampened every parameter, with factors below zero for ``alpha > 1``. Both Fishers use
+    ever flips — unlike the reference study's variant, which rescaled the ratio per tensor and
+    dampened every parameter, with factors below zero (sign flips) for ``alpha > 1``. Both Fishers use
     the same estimator, eval mode and posterior-mean latent. Parameters that receive no gradient
     are left alone and listed in the record. The method does not train (``max_epochs`` must be 0).
 
@@ -47,19 +49,11 @@ def ssd(
     fisher_batch_size
         Minibatch size of the Fisher computations.
     """
-    from scforget.fisher._edits import forget_retain_fisher, record_edit, snapshot
-
-    check_positive(alpha, "alpha")
-    check_positive(lam, "lam")
-    check_no_epochs(ctx, "ssd")
     f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
     before = snapshot(model.module)
     n_selected = 0
     with torch.no_grad():
-        for name, p in model.module.named_parameters():
-            if name not in f_forget or name not in f_retain:
-                continue
-            i_f, i_r = f_forget[name].to(p.device), f_retain[name].to(p.device)
+        for _, p, i_f, i_r in paired(model.module, f_forget, f_retain):
             selected = i_f > alpha * i_r
             factor = torch.where(selected, (lam * i_r / i_f.clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(i_f))
             p.mul_(factor.to(p.dtype))
@@ -70,6 +64,7 @@ def ssd(
 register(
     "ssd",
     function=ssd,
+    bounds={"alpha": POSITIVE, "lam": POSITIVE, "max_retain_cells": AT_LEAST_ONE, "fisher_batch_size": AT_LEAST_ONE},
     description="Selective Synaptic Dampening: shrink parameters with forget Fisher > alpha x retain Fisher.",
     reference="Foster et al. 2024 (AAAI), Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
 )

@@ -8,14 +8,30 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from scforget import _compat
-from scforget._clone import clone_model
-from scforget._recipe import training_recipe
-from scforget._utils import accepted_keywords, close_matches, package_versions, seeded
+from scforget._core import (
+    UNLEARN_CLASSES,
+    accepted_keywords,
+    check_bool,
+    check_counts,
+    check_int,
+    check_model,
+    clone_model,
+    close_matches,
+    has_batchnorm,
+    package_versions,
+    quiet_training,
+    record_cell_order,
+    resolve_seed,
+    seeded,
+    training_positions,
+    training_recipe,
+    validation_positions,
+)
 from scforget.data import as_positions
 
+from ._context import UnlearnContext
 from ._record import RECORDS_ATTR, make_record
-from ._registry import MethodSpec, UnlearnContext, default_params, get_method
+from ._registry import MethodSpec, default_params, get_method
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -35,47 +51,10 @@ def _trainer_keywords() -> set[str]:
     return names - {"max_epochs", "accelerator", "devices"}
 
 
-def check_model(model: Any, *, argument: str = "model") -> None:
-    """Raise a clear error unless ``model`` is a trained, unminified scvi-tools VAE model.
-
-    Parameters
-    ----------
-    model
-        The object to check.
-    argument
-        Name of the user-facing argument, used in messages.
-    """
-    from scvi.model.base import BaseModelClass
-
-    if not isinstance(model, BaseModelClass):
-        raise TypeError(
-            f"`{argument}` must be a trained scvi-tools model such as scvi.model.SCVI or scforget.model.SCVI; "
-            f"got {type(model).__name__}."
-        )
-    module = getattr(model, "module", None)
-    if not all(hasattr(module, a) for a in ("inference", "generative", "loss")):
-        raise TypeError(
-            f"`{argument}` ({type(model).__name__}) has no VAE module with inference/generative/loss; "
-            "scforget supports scvi-tools VAE models (SCVI, CondSCVI, SCANVI, TOTALVI)."
-        )
-    if not _compat.check_if_trained(model):
-        raise RuntimeError(f"`{argument}` is not trained yet; call `{argument}.train()` first.")
-    if _compat.is_minified(model):
-        raise ValueError(
-            f"`{argument}` uses a minified AnnData, which holds no counts; unlearning needs the full counts. "
-            "Load the model with the full AnnData."
-        )
-    registered = _compat.registered_var_names(model)
-    if registered is not None and (
-        len(registered) != model.adata.n_vars or not np.array_equal(np.asarray(registered), model.adata.var_names)
-    ):
-        raise ValueError(
-            f"The AnnData of `{argument}` no longer has the genes it was set up with "
-            f"({len(registered)} registered, {model.adata.n_vars} now). Use the AnnData the model was trained on."
-        )
-
-
 def _route_kwargs(spec: MethodSpec, plan_kwargs: dict | None, kwargs: dict) -> tuple[dict, dict]:
+    """Split keyword arguments into the method's hyper-parameters and Trainer arguments; refuse the rest."""
+    if plan_kwargs is not None and not isinstance(plan_kwargs, dict):
+        raise TypeError(f"`plan_kwargs` must be a dict of hyper-parameters or None; got {type(plan_kwargs).__name__}.")
     params = dict(plan_kwargs or {})
     for key in params:
         if key not in spec.params:
@@ -92,19 +71,60 @@ def _route_kwargs(spec: MethodSpec, plan_kwargs: dict | None, kwargs: dict) -> t
             params[key] = value
         elif key in trainer_names:
             trainer_kwargs[key] = value
+        elif key == "adata":
+            raise TypeError(
+                "unlearn() takes no AnnData: it works on the cells of the model's own AnnData (`model.adata`). "
+                "Pass the cells to forget as obs names, positions or a boolean mask of that AnnData."
+            )
         else:
             raise TypeError(
                 f"Unknown keyword argument {key!r} for unlearn(method={spec.name!r})."
                 f"{close_matches(key, set(spec.params) | trainer_names | _EXPLICIT)} It is neither a "
                 f"parameter of {spec.name!r} ({', '.join(sorted(spec.params)) or 'none'}) nor a Trainer argument."
             )
+    if "gradient_clip_val" in trainer_kwargs and spec.plan is not None:
+        raise TypeError(
+            f"Pass `clip_grad_norm=` (a hyper-parameter of {spec.name!r}) instead of the Trainer's "
+            "`gradient_clip_val`: the plan clips its own steps, and two clipping settings would conflict."
+        )
     return params, trainer_kwargs
 
 
-def _positions_or_none(indices) -> np.ndarray | None:
-    if indices is None:
-        return None
-    return np.unique(np.asarray(indices, dtype=np.int64))
+def _check_scheduler(spec: MethodSpec, params: dict, validation: np.ndarray) -> None:
+    """``reduce_lr_on_plateau`` needs a validation metric computed on validation cells."""
+    if spec.plan is None or not params.get("reduce_lr_on_plateau", False):
+        return
+    metric = str(params.get("lr_scheduler_metric", spec.defaults.get("lr_scheduler_metric", "elbo_validation")))
+    if "validation" not in metric:
+        raise ValueError(
+            f"With `reduce_lr_on_plateau=True`, unlearning plans schedule on a validation metric; "
+            f"`lr_scheduler_metric={metric!r}` is a training metric they do not log. Use e.g. 'elbo_validation'."
+        )
+    if validation.size == 0:
+        raise ValueError(
+            "`reduce_lr_on_plateau=True` needs validation cells, but the model has none (outside the forget set). "
+            "Train the model with a validation split, or drop `reduce_lr_on_plateau`."
+        )
+
+
+def _retain_positions(retain: CellSpec | None, train: np.ndarray, forget: np.ndarray, names) -> np.ndarray:
+    if retain is None:
+        out = np.setdiff1d(train, forget)
+        if out.size == 0:
+            raise ValueError("`forget` covers every training cell, so nothing would remain; train a new model instead.")
+        return out
+    out = as_positions(retain, names, argument="retain")
+    both = np.intersect1d(out, forget)
+    if both.size:
+        raise ValueError(f"{both.size} cell(s) are in both `retain` and `forget`; the two sets must be disjoint.")
+    never = np.setdiff1d(out, train)
+    if never.size:
+        raise ValueError(
+            f"{never.size} of the `retain` cells were never training cells of this model. Unlearning may only keep "
+            "training on cells the model trained on (otherwise `train_indices` would no longer say which cells it "
+            "learned from); drop them from `retain`."
+        )
+    return out
 
 
 def unlearn(
@@ -116,7 +136,7 @@ def unlearn(
     retain: CellSpec | None = None,
     seed: int | None = None,
     max_epochs: int | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     plan_kwargs: dict | None = None,
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
@@ -125,8 +145,9 @@ def unlearn(
     """Remove cells from a trained scvi-tools model.
 
     Works on scforget's model classes and on stock :class:`scvi.model.SCVI` / :class:`scvi.model.CondSCVI`
-    alike. Every input is validated before any work starts; the input model and its AnnData are
-    left untouched unless ``inplace=True``.
+    alike (SCANVI and TOTALVI are not supported: unlearn the scVI model a SCANVI was built from, then
+    rebuild it with :meth:`scvi.model.SCANVI.from_scvi_model`). Every input is validated before any
+    work starts; the input model and its AnnData are left untouched unless ``inplace=True``.
 
     Parameters
     ----------
@@ -141,15 +162,16 @@ def unlearn(
     inplace
         Modify ``model`` itself instead of returning a modified copy.
     retain
-        The retain cells used by the method; defaults to all training cells not in ``forget``.
+        The retain cells used by the method (training cells only); defaults to all training cells not
+        in ``forget``.
     seed
-        Seed of the run; the caller's random state is restored afterwards. ``None`` uses the
-        global state (:attr:`scvi.settings.seed`).
+        Seed of the run; ``None`` follows :attr:`scvi.settings.seed`. The caller's random state is
+        restored afterwards.
     max_epochs
         Epoch budget; defaults to the method's default (e.g. 10% of the training epochs for
         fine-tuning, all of them for ``retrain``).
     batch_size
-        Minibatch size of retain cells.
+        Minibatch size of retain cells; defaults to the model's training batch size.
     plan_kwargs
         Hyper-parameters of the method (for training methods: arguments of its TrainingPlan).
     accelerator
@@ -173,22 +195,19 @@ def unlearn(
     >>> new.unlearning_records_[-1]["method"]
     'finetune'
     """
-    check_model(model)
+    # ---- validation, before any work ----
+    check_model(model, supported=UNLEARN_CLASSES, task="unlearning")
+    inplace = check_bool(inplace, "inplace")
     spec = get_method(method)
     params, trainer_kwargs = _route_kwargs(spec, plan_kwargs, kwargs)
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
-    if max_epochs is not None and (not isinstance(max_epochs, int | np.integer) or max_epochs < 0):
-        raise ValueError(f"`max_epochs` must be a non-negative integer or None; got {max_epochs!r}.")
-    if seed is not None and not isinstance(seed, int | np.integer):
-        raise TypeError(f"`seed` must be an integer or None; got {seed!r}.")
+    spec.check_params(params)
+    batch_size = check_int(batch_size, "batch_size", minimum=1, allow_none=True)
+    max_epochs = check_int(max_epochs, "max_epochs", minimum=0, allow_none=True)
+    seed = resolve_seed(seed)
 
-    n_obs = model.adata.n_obs
     names = model.adata.obs_names
     forget_pos = as_positions(forget, names, argument="forget")
-    train = _positions_or_none(model.train_indices)
-    if train is None:
-        train = np.arange(n_obs)
+    train = training_positions(model)
     never = np.setdiff1d(forget_pos, train)
     if never.size:
         warnings.warn(
@@ -200,26 +219,31 @@ def unlearn(
         forget_pos = np.intersect1d(forget_pos, train)
         if forget_pos.size == 0:
             raise ValueError("None of the `forget` cells were training cells of the model; nothing to unlearn.")
-    if retain is None:
-        retain_pos = np.setdiff1d(train, forget_pos)
-        if retain_pos.size == 0:
-            raise ValueError("`forget` covers every training cell, so nothing would remain; train a new model instead.")
-    else:
-        retain_pos = as_positions(retain, names, argument="retain")
-        both = np.intersect1d(retain_pos, forget_pos)
-        if both.size:
-            raise ValueError(f"{both.size} cell(s) are in both `retain` and `forget`; the two sets must be disjoint.")
-    val = _positions_or_none(model.validation_indices)
-    validation = np.setdiff1d(val, forget_pos) if val is not None else np.zeros(0, dtype=np.int64)
+    retain_pos = _retain_positions(retain, train, forget_pos, names)
+    validation = np.setdiff1d(validation_positions(model), forget_pos)
 
     recipe = training_recipe(model)
     if max_epochs is None:
         if recipe["max_epochs"] is None:
             raise ValueError("Cannot infer the model's training epochs (no history); pass `max_epochs` explicitly.")
         max_epochs = int(spec.default_epochs(int(recipe["max_epochs"])))
-    if spec.name == "retrain" and batch_size == 128:
-        batch_size = int(recipe.get("batch_size") or 128)
+    if not spec.accepts_epochs and max_epochs > 0:
+        raise ValueError(
+            f"{spec.name!r} edits parameters without training, so `max_epochs` must be 0 (got {max_epochs}). "
+            "For a retain fine-tune afterwards, run unlearn(result, forget, method='finetune')."
+        )
+    if spec.kind == "training" and max_epochs < 1:
+        raise ValueError(f"`max_epochs` must be at least 1 for training-based methods; got {max_epochs}.")
+    batch_size = int(recipe.get("batch_size") or 128) if batch_size is None else batch_size
+    if max_epochs > 0 and has_batchnorm(model.module) and (batch_size < 2 or retain_pos.size < 2):
+        raise ValueError(
+            f"Training with BatchNorm needs at least two cells per minibatch, but `batch_size`={batch_size} and "
+            f"{retain_pos.size} retain cell(s). Use a `batch_size` of at least 2 and keep at least two retain cells."
+        )
+    _check_scheduler(spec, params, validation)
+    check_counts(model)
 
+    # ---- work ----
     original = {a: getattr(model, a, None) for a in ("train_indices", "validation_indices", "test_indices")}
     ctx = UnlearnContext(
         forget=forget_pos,
@@ -228,14 +252,14 @@ def unlearn(
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
         params=params,
-        seed=None if seed is None else int(seed),
+        seed=seed,
         accelerator=accelerator,
         devices=devices,
         trainer_kwargs=trainer_kwargs,
         recipe=recipe,
     )
     start = time.perf_counter()
-    with seeded(ctx.seed):
+    with seeded(seed), quiet_training():
         target = model if inplace else clone_model(model)
         spec.run(target, ctx)
     wall = time.perf_counter() - start
@@ -244,6 +268,7 @@ def unlearn(
     target.validation_indices = original["validation_indices"]
     target.test_indices = original["test_indices"]
     target.module.eval()
+    record_cell_order(target)
     record = make_record(
         method=spec.name,
         kind=spec.kind,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import TYPE_CHECKING, Any
 
 from scforget import _compat
-from scforget._clone import copy_bookkeeping, init_kwargs
-from scforget._recipe import record_training_call
+from scforget._core import copy_bookkeeping, init_kwargs, record_cell_order, record_training_call, training_positions
 from scforget.methods import unlearn as _unlearn
 
 if TYPE_CHECKING:
@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 class UnlearningMixin:
     """Mixin for scvi-tools model classes that adds :meth:`unlearn` and :meth:`from_scvi_model`.
 
-    It also records the arguments of :meth:`train` in ``training_recipe_`` (saved with the model)
-    so that the ``retrain`` reference uses exactly the same recipe.
+    It also records the arguments of :meth:`train` in ``training_recipe_`` (saved with the model),
+    with the training's wall time and number of training cells, so that the ``retrain`` reference
+    uses exactly the same recipe and its cost can be estimated without training; and a digest of the
+    AnnData's cell order (``obs_order_digest_``), so that a model loaded with its cells in another
+    order is refused instead of pointing its positional indices at other cells.
     """
 
     #: The scvi-tools class this scforget class extends (set by subclasses).
@@ -39,45 +42,26 @@ class UnlearningMixin:
                 arguments.update(arguments.pop(name, {}) or {})
         if arguments.get("max_epochs") is None:
             arguments["max_epochs"] = _compat.default_max_epochs(self.adata.n_obs)  # type: ignore[attr-defined]
+        start = time.perf_counter()
         out = parent_train(*args, **kwargs)
-        record_training_call(self, arguments)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - start
+        n_train = int(training_positions(self).size)  # type: ignore[arg-type]
+        record_training_call(self, arguments, seconds=seconds, n_train_cells=n_train)  # type: ignore[arg-type]
+        record_cell_order(self)  # type: ignore[arg-type]
         return out
 
-    def unlearn(
-        self,
-        forget: CellSpec,
-        method: str = "finetune",
-        *,
-        inplace: bool = False,
-        retain: CellSpec | None = None,
-        seed: int | None = None,
-        max_epochs: int | None = None,
-        batch_size: int = 128,
-        plan_kwargs: dict | None = None,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        **trainer_kwargs: Any,
-    ) -> Self:
-        """Remove cells from the model; see :func:`scforget.unlearn` for every argument.
+    def unlearn(self, forget: CellSpec, method: str = "finetune", **kwargs: Any) -> Self:
+        """Remove cells from the model: :func:`scforget.unlearn` on this model.
+
+        Takes every argument of :func:`scforget.unlearn` (``inplace``, ``retain``, ``seed``,
+        ``max_epochs``, ``batch_size``, ``plan_kwargs``, ``accelerator``, ``devices``, the method's
+        hyper-parameters and Trainer arguments), with the same defaults and checks.
 
         Returns
         -------
         The unlearned model: a new object of the same class unless ``inplace=True``.
         """
-        return _unlearn(
-            self,  # type: ignore[arg-type]
-            forget,
-            method,
-            inplace=inplace,
-            retain=retain,
-            seed=seed,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            plan_kwargs=plan_kwargs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
+        return _unlearn(self, forget, method, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
     def from_scvi_model(cls, scvi_model: BaseModelClass) -> Self:
@@ -110,6 +94,7 @@ class UnlearningMixin:
         new = cls(adata, **init_kwargs(scvi_model))  # type: ignore[call-arg]
         new.module.load_state_dict(scvi_model.module.state_dict())
         copy_bookkeeping(scvi_model, new)
+        record_cell_order(new)
         new.to_device(scvi_model.device)
         new.module.eval()
         return new

@@ -1,5 +1,13 @@
-"""Plots in the scanpy style: functions return the Axes (or Figure) and take ``show=`` and ``save=``."""
+"""Plots in the scanpy style, drawn from plain arrays and tables.
 
-from ._audit import roc, scores
+Every function takes ``show`` (``None`` follows ``scanpy.settings.autoshow``) and ``save`` (``True``
+or a filename suffix, saved into ``scanpy.settings.figdir``) and returns its Axes unless the figure
+was shown. Reports call these: :meth:`scforget.privacy.AuditReport.plot_roc` and
+:meth:`~scforget.privacy.AuditReport.plot_scores`, :meth:`scforget.fisher.FisherOverlap.plot_scatter`
+and :meth:`~scforget.fisher.FisherOverlap.plot_categories`.
+"""
 
-__all__ = ["roc", "scores"]
+from ._fisher import fisher_categories, fisher_scatter
+from ._roc import roc, scores
+
+__all__ = ["fisher_categories", "fisher_scatter", "roc", "scores"]

@@ -113,7 +113,7 @@ class SpectralMLP(ClassifierMixin, BaseEstimator):
     weight_decay
         Adam weight decay.
     seed
-        Seed of initialisation and dropout.
+        Seed of initialisation and dropout; ``None`` follows :attr:`scvi.settings.seed`.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class SpectralMLP(ClassifierMixin, BaseEstimator):
         n_epochs: int = 200,
         lr: float = 1e-2,
         weight_decay: float = 1e-4,
-        seed: int = 0,
+        seed: int | None = None,
     ):
         self.n_hidden = n_hidden
         self.dropout = dropout
@@ -138,9 +138,9 @@ class SpectralMLP(ClassifierMixin, BaseEstimator):
         from torch import nn
         from torch.nn.utils.parametrizations import spectral_norm
 
-        from scforget._utils import seeded
+        from scforget._core import resolve_seed, seeded
 
-        with seeded(self.seed):
+        with seeded(resolve_seed(self.seed)):
             d = X.shape[1]
             self.net_ = nn.Sequential(
                 spectral_norm(nn.Linear(d, self.n_hidden)),

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from scforget._utils import close_matches
+from scforget._core import (
+    AUDIT_CLASSES,
+    check_bool,
+    check_choice,
+    check_counts,
+    check_int,
+    check_model,
+    close_matches,
+    never_trained,
+    quiet_training,
+    resolve_seed,
+    seeded,
+    training_positions,
+)
 from scforget.data import as_positions, matched_negatives
-from scforget.data._matched import never_trained
 
 from . import _attacks as A
 from . import _lira as L
-from ._checks import check_model
-from ._report import AuditReport
+from ._report import AuditReport, describe_model
 from ._signals import assemble, compute_raw
 
 if TYPE_CHECKING:
@@ -42,12 +54,6 @@ def _check_attacks(attacks: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
-
-
 def audit(
     model: BaseModelClass,
     adata: AnnData | None = None,
@@ -63,7 +69,7 @@ def audit(
     reference_epochs: int | None = None,
     n_folds: int = 5,
     n_bootstrap: int = 1000,
-    seed: int = 0,
+    seed: int | None = None,
     groupby: str | Sequence[str] | None = None,
     include_names: bool = False,
     batch_size: int = 1024,
@@ -119,7 +125,8 @@ def audit(
     n_bootstrap
         Bootstrap resamples for the AUC confidence intervals.
     seed
-        Seed of folds, bootstrap, reference designs and reference training.
+        Seed of folds, bootstrap, reference designs and reference training; ``None`` follows
+        :attr:`scvi.settings.seed`. The caller's random state is left as it was.
     groupby
         ``adata.obs`` column(s) copied into the report for :meth:`AuditReport.by_group`.
     include_names
@@ -139,7 +146,12 @@ def audit(
     >>> report.summary()
     """
     # ---- validation, before any work ----
-    check_model(model)
+    check_model(model, supported=AUDIT_CLASSES, task="auditing")
+    matched = check_bool(matched, "matched")
+    include_names = check_bool(include_names, "include_names")
+    progress_bar = check_bool(progress_bar, "progress_bar")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = resolve_seed(seed)
     names = model.adata.obs_names
     obs = model.adata.obs
     if adata is not None and adata is not model.adata:
@@ -150,11 +162,10 @@ def audit(
             )
         obs = adata.obs
     attacks = _check_attacks(attacks)
-    k = _check_int(k, "k", 1)
-    n_folds = _check_int(n_folds, "n_folds", 2)
-    n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", 0)
-    if classifier not in A.CLASSIFIERS:
-        raise ValueError(f"`classifier` must be one of {A.CLASSIFIERS}; got {classifier!r}.")
+    k = check_int(k, "k", minimum=1)
+    n_folds = check_int(n_folds, "n_folds", minimum=2)
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
+    check_choice(classifier, A.CLASSIFIERS, "classifier")
     if groupby is None:
         groups: tuple[str, ...] = ()
     else:
@@ -188,8 +199,7 @@ def audit(
         )
     if mem.size < need:
         raise ValueError(f"Too few members ({mem.size}) for {n_folds}-fold cross-fitting; lower `n_folds`.")
-    train_idx = getattr(model, "train_indices", None)
-    train_idx = np.arange(model.adata.n_obs) if train_idx is None else np.asarray(train_idx, dtype=np.int64)
+    train_idx = training_positions(model)
     # kNN reference: training cells outside the audited sets (matched non-members are never trained on)
     ref_pos = np.setdiff1d(train_idx, mem if matched else np.union1d(mem, non))
     if "distance" in attacks and ref_pos.size == 0:
@@ -205,21 +215,76 @@ def audit(
             if not reference_models:
                 raise ValueError("`reference_models` is empty; pass trained models or None to train references.")
             for i, ref in enumerate(reference_models):
-                check_model(ref)
+                check_model(ref, supported=AUDIT_CLASSES, task="auditing", argument=f"reference_models[{i}]")
                 if not ref.adata.obs_names.equals(names):
                     raise ValueError(
                         f"`reference_models[{i}]` is set up on different cells than the audited model; reference "
                         "models must share its AnnData (same obs_names in the same order)."
                     )
         else:
-            n_reference = _check_int(n_reference, "n_reference", 1)
+            n_reference = check_int(n_reference, "n_reference", minimum=1)
             epochs = L.reference_epochs_of(model, reference_epochs)
-    info: dict = {"classifier": classifier, "n_folds": n_folds, "k": k, "timings": {}}
+    check_counts(model, np.union1d(mem, non))
+    info: dict = {"classifier": classifier, "n_folds": n_folds, "k": k, "model": describe_model(model), "timings": {}}
+    design = _Design(
+        members=mem,
+        nonmembers=non,
+        pool=nonmembers,
+        matched=matched,
+        k=k,
+        groups=groups,
+        min_per_class=need,
+        n_folds=n_folds,
+        knn_reference=ref_pos,
+        attacks=attacks,
+        classifier=classifier,
+        reference_models=reference_models,
+        n_reference=n_reference,
+        reference_epochs=epochs,
+        seed=seed,
+        batch_size=batch_size,
+        progress_bar=progress_bar,
+        obs=obs,
+        include_names=include_names,
+        n_bootstrap=n_bootstrap,
+    )
+    with seeded(seed), quiet_training():
+        return _run(model, design, info)
 
-    # ---- work ----
+
+@dataclass(frozen=True)
+class _Design:
+    """The validated inputs of one audit."""
+
+    members: np.ndarray
+    nonmembers: np.ndarray
+    pool: Any
+    matched: bool
+    k: int
+    groups: tuple[str, ...]
+    min_per_class: int
+    n_folds: int
+    knn_reference: np.ndarray
+    attacks: tuple[str, ...]
+    classifier: str
+    reference_models: list | None
+    n_reference: int
+    reference_epochs: int | None
+    seed: int
+    batch_size: int
+    progress_bar: bool
+    obs: pd.DataFrame
+    include_names: bool
+    n_bootstrap: int
+
+
+def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
+    """The work of :func:`audit` once every input is validated (run seeded and quiet)."""
+    mem, non, k, groups, n_folds, seed = d.members, d.nonmembers, d.k, d.groups, d.n_folds, d.seed
+    names = model.adata.obs_names
     t0 = time.perf_counter()
-    if matched:
-        neg = matched_negatives(model, mem, pool=nonmembers, k=k, groupby=groups[0] if groups else None)
+    if d.matched:
+        neg = matched_negatives(model, mem, pool=d.pool, k=k, groupby=groups[0] if groups else None)
         non = neg.positions
         overlap = np.intersect1d(mem, non)
         non = np.setdiff1d(non, overlap)
@@ -228,20 +293,20 @@ def audit(
             "n_requested": neg.n_requested,
             "composition": None if neg.composition is None else neg.composition.to_dict(),
         }
-        if non.size < need:
+        if non.size < d.min_per_class:
             raise ValueError(
-                f"Matching found only {non.size} distinct non-members, fewer than the {need} that {n_folds}-fold "
+                f"Matching found only {non.size} distinct non-members, fewer than the {d.min_per_class} that {n_folds}-fold "
                 "cross-fitting needs; raise `k` or lower `n_folds`."
             )
     cand = np.union1d(mem, non)
     labels = np.isin(cand, mem).astype(np.int64)
-    ref_pos = np.setdiff1d(ref_pos, cand)
-    raw = compute_raw(model, cand, batch_size=batch_size, seed=seed, progress_bar=progress_bar)
-    sig = assemble(model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=batch_size)
+    ref_pos = np.setdiff1d(d.knn_reference, cand)
+    raw = compute_raw(model, cand, batch_size=d.batch_size, seed=seed, progress_bar=d.progress_bar)
+    sig = assemble(model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=d.batch_size)
     info["timings"]["signals_s"] = time.perf_counter() - t0
 
     scores: dict[str, np.ndarray] = {}
-    for attack in attacks:
+    for attack in d.attacks:
         t = time.perf_counter()
         if attack == "loss":
             scores[attack] = A.loss_scores(sig)
@@ -251,34 +316,36 @@ def audit(
             scores[attack] = A.distance_scores(sig)
         elif attack == "classifier":
             s, folds = A.classifier_scores(
-                A.classifier_features(sig), labels, n_folds=n_folds, seed=seed, kind=classifier
+                A.classifier_features(sig), labels, n_folds=n_folds, seed=seed, kind=d.classifier
             )
             scores[attack] = s
             info["folds"] = folds
         elif attack == "lira":
-            if reference_models is not None:
-                refs, design = reference_models, None
+            if d.reference_models is not None:
+                refs, design = d.reference_models, None
                 info["lira_references"] = "supplied"
             else:
-                design = L.in_out_design(cand.size, n_reference, seed)
+                design = L.in_out_design(cand.size, d.n_reference, seed)
                 refs = L.train_reference_models(
-                    model, cand, design, epochs=epochs, seed=seed, progress_bar=progress_bar
+                    model, cand, design, epochs=d.reference_epochs, seed=seed, progress_bar=d.progress_bar
                 )
-                info["lira_references"] = f"trained {n_reference} x {epochs} epochs"
-            ref_signal = L.reference_signal(refs, model, cand, batch_size=batch_size)
+                info["lira_references"] = f"trained {d.n_reference} x {d.reference_epochs} epochs"
+            ref_signal = L.reference_signal(refs, model, cand, batch_size=d.batch_size)
             scores[attack], info["lira_mode"] = L.lira_scores(sig["recon_ll"].to_numpy(), ref_signal, design)
             info["n_reference"] = len(refs)
         info["timings"][f"{attack}_s"] = time.perf_counter() - t
 
     per_cell = pd.DataFrame({"label": labels, **scores})
     for g in groups:
-        per_cell[g] = obs[g].iloc[cand].to_numpy()
-    per_cell.index = pd.Index(names[cand].copy(), name="cell") if include_names else pd.RangeIndex(cand.size, name="id")
+        per_cell[g] = d.obs[g].iloc[cand].to_numpy()
+    per_cell.index = (
+        pd.Index(names[cand].copy(), name="cell") if d.include_names else pd.RangeIndex(cand.size, name="id")
+    )
     info["timings"]["total_s"] = time.perf_counter() - t0
     return AuditReport(
         per_cell=per_cell,
-        attacks=attacks,
-        n_bootstrap=n_bootstrap,
+        attacks=d.attacks,
+        n_bootstrap=d.n_bootstrap,
         seed=seed,
         groupby=groups,
         info=info,

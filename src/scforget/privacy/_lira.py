@@ -8,9 +8,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scvi.utils import track
 
-from scforget._clone import fresh_model
-from scforget._recipe import recipe_train_kwargs, training_recipe
-from scforget._utils import seeded
+from scforget._core import (
+    drop_last_for_batchnorm,
+    fresh_model,
+    recipe_train_kwargs,
+    seeded,
+    training_positions,
+    training_recipe,
+    validation_positions,
+)
 
 from ._signals import compute_raw
 
@@ -66,11 +72,8 @@ def train_reference_models(
     """
     n_obs = model.adata.n_obs
     recipe = training_recipe(model)
-    train_idx = getattr(model, "train_indices", None)
-    train_idx = np.arange(n_obs) if train_idx is None else np.asarray(train_idx, dtype=np.int64)
-    other = np.setdiff1d(train_idx, candidates)
-    val = getattr(model, "validation_indices", None)
-    val = np.zeros(0, np.int64) if val is None else np.setdiff1d(np.asarray(val, dtype=np.int64), candidates)
+    other = np.setdiff1d(training_positions(model), candidates)
+    val = np.setdiff1d(validation_positions(model), candidates)
     kwargs = recipe_train_kwargs(recipe)
     refs = []
     for r in track(range(design.shape[0]), description="LiRA reference models", disable=not progress_bar):
@@ -78,8 +81,7 @@ def train_reference_models(
         rest = np.setdiff1d(np.arange(n_obs), np.union1d(train, val))
         batch_size = int(recipe.get("batch_size", 128))
         splitter = {"external_indexing": [train, val.copy(), rest]}
-        if 0 < train.size % batch_size < 3:
-            # a last minibatch of 1-2 cells breaks BatchNorm in train mode (scvi-tools drops it the same way)
+        if drop_last_for_batchnorm(train.size, batch_size):
             splitter["drop_last"] = True
         with seeded(seed * 100_003 + r):
             ref = fresh_model(model)

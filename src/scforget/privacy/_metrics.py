@@ -62,7 +62,7 @@ def auc_with_ci(
     scores: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
     n_bootstrap: int = 1000,
-    seed: int = 0,
+    seed: int | None = None,
     *,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
@@ -80,7 +80,7 @@ def auc_with_ci(
     n_bootstrap
         Number of bootstrap resamples; ``0`` returns NaN bounds.
     seed
-        Seed of the resampling.
+        Seed of the resampling; ``None`` follows :attr:`scvi.settings.seed`.
     level
         Confidence level of the interval.
 
@@ -93,11 +93,15 @@ def auc_with_ci(
     >>> auc_with_ci([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], n_bootstrap=200)[0]
     1.0
     """
+    from scforget._core import check_int, check_number, resolve_seed
+
     s, y = _check_scores(scores, labels)
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
+    level = check_number(level, "level", minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
     auc = _auc(s, y)
-    if n_bootstrap <= 0:
+    if n_bootstrap == 0:
         return auc, float("nan"), float("nan")
-    boots = _bootstrap_aucs(s[y], s[~y], int(n_bootstrap), seed)
+    boots = _bootstrap_aucs(s[y], s[~y], n_bootstrap, resolve_seed(seed))
     alpha = (1 - level) / 2
     lo, hi = np.quantile(boots, [alpha, 1 - alpha])
     return auc, float(lo), float(hi)
@@ -295,6 +299,7 @@ def forgetting_quality(
     -------
     Forgetting quality in [0, 1]; higher is better forgotten.
     """
+    from scforget._core import AUDIT_CLASSES, check_model
     from scforget.data import as_positions
 
     from ._signals import BASE_COLUMNS, compute_raw
@@ -304,6 +309,8 @@ def forgetting_quality(
     models = list(unlearned_models) + list(retrained_models)
     if len(unlearned_models) < 2 or len(retrained_models) < 2:
         raise ValueError("Forgetting quality needs at least two unlearned and two retrained models.")
+    for i, m in enumerate(models):
+        check_model(m, supported=AUDIT_CLASSES, task="auditing", argument=f"models[{i}]")
     names = models[0].adata.obs_names
     for m in models[1:]:
         if not m.adata.obs_names.equals(names):

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from scforget._utils import close_matches
+from scforget._core import close_matches
 
 from . import _metrics as M
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from scvi.model.base import BaseModelClass
+
+
+def describe_model(model: BaseModelClass) -> str:
+    """A short name for a model in titles: its class, and how it was last unlearned if it was."""
+    records = getattr(model, "unlearning_records_", None) or []
+    name = type(model).__name__
+    return f"{name} after {records[-1].get('method', 'unlearning')}" if records else name
+
 
 #: Columns of :meth:`AuditReport.summary`, in order.
 SUMMARY_COLUMNS = (
@@ -173,17 +183,33 @@ class AuditReport:
             name = f"{prefix}member" if col == "label" else f"{prefix}{col}"
             adata.obs[name] = values
 
-    def plot_roc(self, log: bool = False, **kwargs: Any):
-        """ROC curves of every attack; see :func:`scforget.pl.roc`."""
+    def _attacks(self, attacks: Sequence[str] | str | None) -> list[str]:
+        if attacks is None:
+            return list(self.attacks)
+        out = [attacks] if isinstance(attacks, str) else list(attacks)
+        for a in out:
+            if a not in self.attacks:
+                raise ValueError(f"Attack {a!r} is not in this report.{close_matches(a, self.attacks)}")
+        return out
+
+    def plot_roc(self, log: bool = False, *, attacks: Sequence[str] | str | None = None, **kwargs: Any):
+        """ROC curves of the attacks (all by default); keyword arguments go to :func:`scforget.pl.roc`."""
         from scforget import pl
 
-        return pl.roc(self, log=log, **kwargs)
+        chosen = self._attacks(attacks)
+        kwargs.setdefault("title", f"Membership ROC: {self.info.get('model', 'model')}")
+        return pl.roc(self.per_cell[chosen], self.per_cell["label"].to_numpy(), log=log, **kwargs)
 
     def plot_scores(self, attack: str | None = None, **kwargs: Any):
-        """Score distributions of members and non-members; see :func:`scforget.pl.scores`."""
+        """Score distributions of members and non-members for one attack (default: :meth:`best_attack`).
+
+        Keyword arguments go to :func:`scforget.pl.scores`.
+        """
         from scforget import pl
 
-        return pl.scores(self, attack=attack, **kwargs)
+        attack = self.best_attack() if attack is None else self._attacks(attack)[0]
+        kwargs.setdefault("title", f"{attack} attack: {self.info.get('model', 'model')}")
+        return pl.scores(self.per_cell[attack].to_numpy(), self.per_cell["label"].to_numpy(), name=attack, **kwargs)
 
     def __repr__(self) -> str:
         n1 = int(self.per_cell["label"].sum())

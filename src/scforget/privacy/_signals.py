@@ -10,10 +10,23 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.utils import track
 
-from scforget import _compat
+from scforget._core import (
+    AUDIT_CLASSES,
+    check_bool,
+    check_counts,
+    check_int,
+    check_model,
+    decode,
+    inference,
+    kl_to_prior,
+    minibatches,
+    posterior,
+    reconstruction_log_prob,
+    resolve_seed,
+    seeded,
+    training_positions,
+)
 from scforget.data import as_positions
-
-from ._checks import check_model
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -31,61 +44,6 @@ BASE_COLUMNS = (
     "qz_var_norm",
     "knn_distance",
 )
-
-
-def _nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Negative binomial log-probability summed over genes (mean ``mu``, inverse dispersion ``theta``).
-
-    The count-dependent terms vanish where ``x == 0`` (``lgamma(theta) - lgamma(theta)`` and
-    ``lgamma(1)``), so they are evaluated on the non-zero entries only: single-cell counts are
-    mostly zeros, and ``lgamma`` dominates the cost otherwise.
-    """
-    log_theta_mu = torch.log(theta + mu + eps)
-    res = (theta * (torch.log(theta + eps) - log_theta_mu)).sum(-1)
-    rows, cols = torch.nonzero(x, as_tuple=True)
-    xs, ts = x[rows, cols], theta[rows, cols]
-    nz = (
-        xs * (torch.log(mu[rows, cols] + eps) - log_theta_mu[rows, cols])
-        + torch.lgamma(xs + ts)
-        - torch.lgamma(ts)
-        - torch.lgamma(xs + 1)
-    )
-    return res.index_add(0, rows, nz)
-
-
-def _log_prob(px, x: torch.Tensor) -> torch.Tensor:
-    """Per-cell log-likelihood of counts ``x`` under the decoder distribution ``px``."""
-    if type(px).__name__ == "NegativeBinomial" and getattr(px, "mu", None) is not None:
-        theta = px.theta.expand_as(px.mu) if px.theta.shape != px.mu.shape else px.theta
-        return _nb_log_prob(x, px.mu, theta)
-    return px.log_prob(x).sum(-1)
-
-
-def _joint_log_prob(module, gen_out: dict, tensors: dict, x: torch.Tensor) -> torch.Tensor:
-    """Per-cell log-likelihood of everything the decoder models.
-
-    Single-modality VAEs return ``px``. TOTALVI returns ``px_``/``py_`` parameter dicts for RNA and
-    protein; its own reconstruction loss (RNA negative binomial plus protein mixture) is used.
-    """
-    if "px" in gen_out:
-        return _log_prob(gen_out["px"], x)
-    if "px_" in gen_out and hasattr(module, "get_reconstruction_loss"):
-        y = tensors[REGISTRY_KEYS.PROTEIN_EXP_KEY]
-        rna, protein = module.get_reconstruction_loss(x, y, gen_out["px_"], gen_out["py_"])
-        return -(rna + protein)
-    raise TypeError(f"{type(module).__name__} returns no count distribution this audit understands.")
-
-
-def _to_device(tensors: dict, device) -> dict:
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
-
-
-def _observed_library(module, x: torch.Tensor, inference_library: torch.Tensor) -> torch.Tensor:
-    """The observed library in the form the module's ``generative`` expects."""
-    if getattr(module, "use_observed_lib_size", True) is False:
-        # scVI with a learned library samples it in inference; use the observed one instead
-        return torch.log(x.sum(1, keepdim=True))
-    return inference_library
 
 
 def compute_raw(
@@ -110,45 +68,32 @@ def compute_raw(
     module.eval()
     device = model.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    z_transform = getattr(getattr(module, "z_encoder", None), "z_transformation", None)
     out: dict[str, list] = {"mean": [], "var": [], "recon_ll": [], "kl": [], "marginal_ll": [], "n_counts": []}
-    loader = _compat.make_data_loader(model, indices=np.asarray(positions, dtype=np.int64), batch_size=batch_size)
+    batches = minibatches(model, positions, batch_size=batch_size, device=device)
     try:
         with torch.inference_mode():
-            for tensors in track(loader, description="Audit signals", disable=not progress_bar):
-                tensors = _to_device(tensors, device)
-                inf = dict(module.inference(**_compat.inference_input(module, tensors)))
-                qz = inf["qz"]
+            for tensors in track(batches, description="Audit signals", disable=not progress_bar):
+                inf = inference(module, tensors)
+                qz = posterior(inf, module)
                 out["mean"].append(qz.loc.cpu())
                 out["var"].append(qz.scale.pow(2).cpu())
                 if encoder_only:
                     continue
-                x = tensors[REGISTRY_KEYS.X_KEY]
-                out["n_counts"].append(x.sum(1).cpu())
-                if "library" in inf:  # TOTALVI keeps its (observed by default) library in "library_gene"
-                    inf["library"] = _observed_library(module, x, inf["library"])
+                out["n_counts"].append(tensors[REGISTRY_KEYS.X_KEY].sum(1).cpu())
                 draws = max(int(n_samples), 1)
-                ll = torch.zeros(x.shape[0], device=device)
-                pz = None
+                ll = torch.zeros(qz.loc.shape[0], device=device)
                 for _ in range(draws):
-                    if n_samples > 0:
-                        eps = torch.randn(qz.loc.shape, generator=gen).to(device)
-                        untran = qz.loc + qz.scale * eps
-                    else:
-                        untran = qz.loc
-                    inf["z"] = z_transform(untran) if z_transform is not None else untran
-                    gen_out = module.generative(**_compat.generative_input(module, tensors, inf))
-                    ll += _joint_log_prob(module, gen_out, tensors, x)
-                    pz = gen_out.get("pz", None)
-                ll /= draws
-                if pz is None or not isinstance(pz, torch.distributions.Normal):
-                    pz = torch.distributions.Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.loc))
-                kl = torch.distributions.kl_divergence(qz, pz).sum(-1)
-                out["recon_ll"].append(ll.cpu())
-                out["kl"].append(kl.cpu())
+                    z = (
+                        None
+                        if n_samples == 0
+                        else qz.loc + qz.scale * torch.randn(qz.loc.shape, generator=gen).to(device)
+                    )
+                    gen_out = decode(module, tensors, inf, z=z)
+                    ll += reconstruction_log_prob(module, tensors, gen_out)
+                out["recon_ll"].append((ll / draws).cpu())
+                out["kl"].append(kl_to_prior(inf, gen_out).cpu())
                 if marginal_ll:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(int(seed))
+                    with seeded(int(seed)):
                         mll = module.marginal_ll(tensors, n_mc_samples=n_mc_samples, return_mean=False)
                     out["marginal_ll"].append(torch.as_tensor(mll).reshape(-1).cpu())
     finally:
@@ -195,7 +140,7 @@ def signals(
     n_mc_samples: int = 100,
     include_latent: bool = True,
     batch_size: int = 1024,
-    seed: int = 0,
+    seed: int | None = None,
     progress_bar: bool = True,
 ) -> pd.DataFrame:
     """Per-cell membership signals of a trained VAE model.
@@ -228,7 +173,7 @@ def signals(
     batch_size
         Cells per minibatch.
     seed
-        Seed of the posterior draws and importance samples.
+        Seed of the posterior draws and importance samples; ``None`` follows :attr:`scvi.settings.seed`.
     progress_bar
         Show a progress bar.
 
@@ -245,17 +190,22 @@ def signals(
     >>> sig = scforget.privacy.signals(model, split.forget)
     >>> sig[["recon_ll", "kl", "knn_distance"]].describe()
     """
-    check_model(model)
+    check_model(model, supported=AUDIT_CLASSES, task="membership signals")
+    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    k = check_int(k, "k", minimum=1)
+    n_mc_samples = check_int(n_mc_samples, "n_mc_samples", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    marginal_ll = check_bool(marginal_ll, "marginal_ll")
+    include_latent = check_bool(include_latent, "include_latent")
+    progress_bar = check_bool(progress_bar, "progress_bar")
+    seed = resolve_seed(seed)
     names = model.adata.obs_names
     pos = np.arange(model.adata.n_obs) if cells is None else as_positions(cells, names, argument="cells")
     if reference is None:
-        ref_pos = _train_positions(model)
+        ref_pos = training_positions(model)
     else:
         ref_pos = as_positions(reference, names, argument="reference", allow_empty=True)
-    if int(n_samples) < 0:
-        raise ValueError(f"`n_samples` must be >= 0 (0 = posterior mean); got {n_samples}.")
-    if int(k) < 1:
-        raise ValueError(f"`k` must be a positive integer; got {k}.")
+    check_counts(model, pos)
     if marginal_ll and not hasattr(model.module, "marginal_ll"):
         raise ValueError(
             f"{type(model).__name__} has no importance-sampled marginal likelihood; pass `marginal_ll=False`."
@@ -271,13 +221,6 @@ def signals(
         progress_bar=progress_bar,
     )
     return assemble(model, pos, raw, ref_pos, k=k, include_latent=include_latent, batch_size=batch_size)
-
-
-def _train_positions(model: BaseModelClass) -> np.ndarray:
-    idx = getattr(model, "train_indices", None)
-    if idx is None:
-        return np.arange(model.adata.n_obs)
-    return np.unique(np.asarray(idx, dtype=np.int64))
 
 
 def reference_means(

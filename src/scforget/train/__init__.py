@@ -1,18 +1,16 @@
 """Public TrainingPlans of scforget's training-based unlearning methods."""
 
-from scforget.methods import (
-    BadTeacherPlan,
-    ContrastivePlan,
-    ExtraGradientPlan,
-    FinetunePlan,
-    FrozenCriticPlan,
-    GISAPlan,
-    GradientAscentPlan,
-    NegGradPlusPlan,
-    RetainForgetDataModule,
-    SCRUBPlan,
-    UnlearningTrainingPlan,
-)
+from scforget.methods._bad_teacher import BadTeacherPlan
+from scforget.methods._base import UnlearningTrainingPlan
+from scforget.methods._contrastive import ContrastivePlan
+from scforget.methods._datamodule import RetainForgetDataModule
+from scforget.methods._extragradient import ExtraGradientPlan
+from scforget.methods._finetune import FinetunePlan
+from scforget.methods._frozen_critic import FrozenCriticPlan
+from scforget.methods._gisa import GISAPlan
+from scforget.methods._gradient_ascent import GradientAscentPlan
+from scforget.methods._neggrad_plus import NegGradPlusPlan
+from scforget.methods._scrub import SCRUBPlan
 
 __all__ = [
     "BadTeacherPlan",

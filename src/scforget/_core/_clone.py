@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
+from scforget import _compat
+
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
@@ -22,8 +24,23 @@ def init_kwargs(model: BaseModelClass) -> dict:
 
 
 def fresh_model(model: BaseModelClass) -> BaseModelClass:
-    """A newly initialised model of the same class and architecture on the same AnnData."""
-    return type(model)(model.adata, **init_kwargs(model))
+    """A newly initialised model of the same class and architecture on the same AnnData and registration.
+
+    The model's own data manager is used even when the AnnData was copied and set up again since
+    (scvi-tools would otherwise refuse the original AnnData), and the class's record of managers is
+    left as it was.
+    """
+    with _compat.manager_in_use(model):
+        return type(model)(model.adata, **init_kwargs(model))
+
+
+def copy_bookkeeping(src: BaseModelClass, dst: BaseModelClass) -> None:
+    """Copy training indices, history and every public attribute ending in ``_`` from ``src`` to ``dst``."""
+    for attr in _COPIED:
+        setattr(dst, attr, copy.deepcopy(getattr(src, attr, None)))
+    for attr, value in vars(src).items():
+        if attr.endswith("_") and not attr.startswith("_") and attr not in _COPIED and attr != "init_params_":
+            setattr(dst, attr, copy.deepcopy(value))
 
 
 def clone_model(model: BaseModelClass) -> BaseModelClass:
@@ -38,12 +55,3 @@ def clone_model(model: BaseModelClass) -> BaseModelClass:
     new.to_device(model.device)
     new.module.eval()
     return new
-
-
-def copy_bookkeeping(src: BaseModelClass, dst: BaseModelClass) -> None:
-    """Copy training indices, history and every public attribute ending in ``_`` from ``src`` to ``dst``."""
-    for attr in _COPIED:
-        setattr(dst, attr, copy.deepcopy(getattr(src, attr, None)))
-    for attr, value in vars(src).items():
-        if attr.endswith("_") and not attr.startswith("_") and attr not in _COPIED and attr != "init_params_":
-            setattr(dst, attr, copy.deepcopy(value))

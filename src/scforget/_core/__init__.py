@@ -1,0 +1,97 @@
+"""VAE primitives and checks shared by every room of scforget (private).
+
+Nothing here imports another scforget room except :mod:`scforget._compat`: posterior-mean forward
+pass, count likelihoods, module modes, argument validators, model checks, the seed policy, model
+cloning and training recipes, minibatch helpers and quiet training.
+"""
+
+from ._checks import AUDIT_CLASSES, FISHER_CLASSES, UNLEARN_CLASSES, check_counts, check_model
+from ._clone import clone_model, copy_bookkeeping, fresh_model, init_kwargs
+from ._forward import (
+    decode,
+    inference,
+    kl_to_prior,
+    latent_point,
+    negative_elbo,
+    posterior,
+    posterior_mean_forward,
+    reconstruction_log_prob,
+)
+from ._indices import (
+    CELL_ORDER_ATTR,
+    cell_order_digest,
+    never_trained,
+    record_cell_order,
+    training_positions,
+    validation_positions,
+)
+from ._likelihood import log_prob, nb_log_prob
+from ._modes import BATCHNORM, drop_last_for_batchnorm, eval_mode, frozen_batchnorm, has_batchnorm
+from ._quiet import quiet_training
+from ._recipe import (
+    DEFAULT_BATCH_SIZE,
+    RECIPE_ATTR,
+    estimate_retrain_seconds,
+    recipe_train_kwargs,
+    record_training_call,
+    training_recipe,
+)
+from ._seed import fork_rng, resolve_seed, rng_devices, seeded
+from ._tensors import minibatches, n_cells, slice_tensors, tensors_to
+from ._validate import accepted_keywords, check_bool, check_choice, check_int, check_number, close_matches
+from ._versions import package_versions
+
+__all__ = [
+    "AUDIT_CLASSES",
+    "BATCHNORM",
+    "CELL_ORDER_ATTR",
+    "DEFAULT_BATCH_SIZE",
+    "FISHER_CLASSES",
+    "RECIPE_ATTR",
+    "UNLEARN_CLASSES",
+    "accepted_keywords",
+    "cell_order_digest",
+    "check_bool",
+    "check_choice",
+    "check_counts",
+    "check_int",
+    "check_model",
+    "check_number",
+    "clone_model",
+    "close_matches",
+    "copy_bookkeeping",
+    "decode",
+    "drop_last_for_batchnorm",
+    "estimate_retrain_seconds",
+    "eval_mode",
+    "fork_rng",
+    "fresh_model",
+    "frozen_batchnorm",
+    "has_batchnorm",
+    "inference",
+    "init_kwargs",
+    "kl_to_prior",
+    "latent_point",
+    "log_prob",
+    "minibatches",
+    "n_cells",
+    "nb_log_prob",
+    "negative_elbo",
+    "never_trained",
+    "package_versions",
+    "posterior",
+    "posterior_mean_forward",
+    "quiet_training",
+    "recipe_train_kwargs",
+    "reconstruction_log_prob",
+    "record_cell_order",
+    "record_training_call",
+    "resolve_seed",
+    "rng_devices",
+    "seeded",
+    "slice_tensors",
+    "tensors_to",
+    "training_positions",
+    "training_recipe",
+    "validation_positions",
+]
