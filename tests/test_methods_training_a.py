@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import scvi
 import torch
-from torch import nn
 
 import scforget as sf
 
