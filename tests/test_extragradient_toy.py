@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
-from scforget.methods._extragradient import extragradient_step, simultaneous_gda_step
+from scforget.methods import extragradient_step
+
+simultaneous_gda_step = functools.partial(extragradient_step, extrapolate=False)
 
 
 def _play(step, n_steps, lr_min, lr_max, dim=1, seed=0):

@@ -7,6 +7,7 @@ cloning and training recipes, minibatch helpers and quiet training.
 
 from ._checks import AUDIT_CLASSES, FISHER_CLASSES, UNLEARN_CLASSES, check_counts, check_model
 from ._clone import clone_model, copy_bookkeeping, fresh_model, init_kwargs
+from ._docs import doc_params
 from ._forward import (
     decode,
     inference,
@@ -61,6 +62,7 @@ __all__ = [
     "close_matches",
     "copy_bookkeeping",
     "decode",
+    "doc_params",
     "drop_last_for_batchnorm",
     "estimate_retrain_seconds",
     "eval_mode",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scforget._core import check_int, check_number, close_matches, resolve_seed
+from scforget._core import check_int, check_number, close_matches, doc_params, resolve_seed
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -110,6 +110,21 @@ def _split_rest(
     return rest[n_unseen + n_val :], rest[:n_unseen], rest[n_unseen : n_unseen + n_val]
 
 
+_DOC_ADATA = """\
+    adata
+        The AnnData the model will be trained on (the split's positions refer to its cells)."""
+
+_DOC_REST = """\
+    unseen_fraction
+        Fraction of the other cells (outside the forget set and its non-members) held out of training as
+        generic unseen cells.
+    validation_fraction
+        Fraction of the other cells used for validation only.
+    seed
+        Seed of the random assignment; ``None`` follows :attr:`scvi.settings.seed`."""
+
+
+@doc_params(adata=_DOC_ADATA, rest=_DOC_REST)
 def structured_forget(
     adata: AnnData,
     key: str,
@@ -129,20 +144,14 @@ def structured_forget(
 
     Parameters
     ----------
-    adata
-        The AnnData the model will be trained on.
+    {adata}
     key
         Column of ``adata.obs`` defining the groups.
     value
         The group to forget, or a list of groups.
     holdout_fraction
         Fraction of the group held out of training.
-    unseen_fraction
-        Fraction of the other cells held out of training as generic unseen cells.
-    validation_fraction
-        Fraction of the other cells used for validation only.
-    seed
-        Seed of the random assignment; ``None`` follows :attr:`scvi.settings.seed`.
+    {rest}
 
     Returns
     -------
@@ -185,6 +194,7 @@ def structured_forget(
     return ForgetSplit(forget, holdout, retain, unseen, validation, description=desc)
 
 
+@doc_params(adata=_DOC_ADATA, rest=_DOC_REST)
 def scattered_forget(
     adata: AnnData,
     n: int,
@@ -198,18 +208,12 @@ def scattered_forget(
 
     Parameters
     ----------
-    adata
-        The AnnData the model will be trained on.
+    {adata}
     n
         Number of cells to forget.
     holdout_size
         Number of random cells held out of training as non-members; defaults to ``n``.
-    unseen_fraction
-        Fraction of the remaining cells held out of training as generic unseen cells.
-    validation_fraction
-        Fraction of the remaining cells used for validation only.
-    seed
-        Seed of the random assignment; ``None`` follows :attr:`scvi.settings.seed`.
+    {rest}
 
     Returns
     -------
@@ -231,6 +235,7 @@ def scattered_forget(
     return ForgetSplit(forget, holdout, retain, unseen, validation, description=desc)
 
 
+@doc_params(adata=_DOC_ADATA)
 def heldout_split(
     adata: AnnData,
     fraction: float = 0.15,
@@ -243,8 +248,7 @@ def heldout_split(
 
     Parameters
     ----------
-    adata
-        The AnnData the model will be trained on.
+    {adata}
     fraction
         Fraction of cells held out as unseen.
     stratify_key

@@ -23,7 +23,7 @@ from . import _contrastive  # isort: skip
 from . import _bad_teacher  # isort: skip
 from . import _gisa  # isort: skip
 from . import _frozen_critic  # isort: skip
-from ._extragradient import extragradient_step, simultaneous_gda_step  # isort: skip
+from ._extragradient import extragradient_step  # isort: skip
 from . import _ssd  # isort: skip
 from . import _fisher_forgetting  # isort: skip
 from . import _relative_fisher  # isort: skip
@@ -37,7 +37,6 @@ __all__ = [
     "extragradient_step",
     "get_method",
     "register",
-    "simultaneous_gda_step",
     "training_recipe",
     "unlearn",
     "verify_forgotten",

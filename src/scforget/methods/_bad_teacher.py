@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 
-from ._base import UnlearningTrainingPlan
-from ._distill import Divergence, FrozenModules, frozen_copy, incompetent_copy, teacher_outputs, vae_outputs
-from ._hyperparams import HALF_OPEN_UNIT, NON_NEGATIVE, Bound
+from scforget._core import doc_params
+
+from ._distill import (
+    DOC_DISTILL_TAIL,
+    DistillationPlan,
+    FrozenModules,
+    frozen_copy,
+    incompetent_copy,
+    teacher_outputs,
+    vae_outputs,
+)
+from ._hyperparams import Fraction, PositiveFloat
 from ._registry import register
 
 
-class BadTeacherPlan(UnlearningTrainingPlan):
+@doc_params(distill_tail=DOC_DISTILL_TAIL)
+class BadTeacherPlan(DistillationPlan):
     """A student distilled from a competent teacher on retain cells and an incompetent one on forget cells.
 
     The student is the model; the competent teacher is a frozen copy of it taken before
@@ -39,14 +49,7 @@ class BadTeacherPlan(UnlearningTrainingPlan):
         the minibatch closest to any forget cell of the paired forget minibatch in the competent
         teacher's latent space (posterior means, Euclidean), following the similarity-based
         sampling of the NeurIPS 2023 challenge entries.
-    posterior_weight
-        Weight of the posterior KL.
-    output_weight
-        Weight of the decoder-profile KL.
-    clip_grad_norm
-        Gradient-norm clip of every step.
-    **kwargs
-        See :class:`~scforget.train.UnlearningTrainingPlan`.
+    {distill_tail}
 
     Notes
     -----
@@ -64,27 +67,17 @@ class BadTeacherPlan(UnlearningTrainingPlan):
     :cite:p:`Suprun2023`.
     """
 
-    bounds: ClassVar[dict[str, Bound]] = {
-        "retain_fraction": HALF_OPEN_UNIT,
-        "posterior_weight": NON_NEGATIVE,
-        "output_weight": NON_NEGATIVE,
-    }
-
     def __init__(
         self,
         module,
         *,
-        lr: float = 1e-3,
-        retain_fraction: float = 0.3,
+        lr: PositiveFloat = 1e-3,
+        retain_fraction: Fraction = 0.3,
         retain_sampling: Literal["random", "similar"] = "random",
-        posterior_weight: float = 1.0,
-        output_weight: float = 1.0,
-        clip_grad_norm: float | None = 1.0,
+        clip_grad_norm: PositiveFloat | None = 1.0,
         **kwargs,
     ):
-        div = Divergence(posterior_weight, output_weight)
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
-        self.divergence = div
         self.retain_fraction = float(retain_fraction)
         self.retain_sampling = retain_sampling
         self.teachers = FrozenModules(competent=frozen_copy(module), incompetent=incompetent_copy(module))
@@ -106,8 +99,7 @@ class BadTeacherPlan(UnlearningTrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """One distillation step on a retain subset stacked with the forget minibatch."""
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         n_r, n_f = self.batch_size_of(retain), self.batch_size_of(forget)
         sub = self._subset(retain, forget)
         d_r = self.divergence(teacher_outputs(self.teachers.competent, sub), vae_outputs(self.module, sub))

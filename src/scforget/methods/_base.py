@@ -15,7 +15,7 @@ from torch import nn
 
 from scforget._core import frozen_batchnorm, n_cells
 
-from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, OPEN_UNIT, POSITIVE, Bound, annotations_of, check_hyperparameters
+from ._hyperparams import TRAINING_PLAN_BOUNDS, PositiveFloat, PositiveInt, annotations_of, check_hyperparameters
 
 
 class UnlearningTrainingPlan(TrainingPlan):
@@ -38,8 +38,8 @@ class UnlearningTrainingPlan(TrainingPlan):
     - :meth:`track`, which logs a tensor per step (epoch means, synchronised across devices) and keeps
       per-epoch values in :attr:`epoch_history` (copied into the model's ``unlearning_records_``).
 
-    Every hyper-parameter is checked for its type (from the signature) and range (the ``bounds``
-    class attribute) when the plan is made, and by :func:`scforget.unlearn` before any work.
+    Every hyper-parameter is checked for its type and range (both from the signature's annotations,
+    e.g. ``lr: PositiveFloat``) when the plan is made, and by :func:`scforget.unlearn` before any work.
     Validation (and early stopping with ``early_stopping=True``) runs scvi-tools' usual validation
     step on the retain validation cells.
 
@@ -61,21 +61,6 @@ class UnlearningTrainingPlan(TrainingPlan):
     uses_forget: ClassVar[bool] = True
     #: Whether the plan steps its optimisers itself (Lightning's automatic clipping then cannot apply).
     manual_optimization: ClassVar[bool] = False
-    #: Allowed ranges of numeric hyper-parameters; subclasses add their own (merged up the hierarchy).
-    bounds: ClassVar[Mapping[str, Bound]] = {
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
-        "eps": POSITIVE,
-        "clip_grad_norm": POSITIVE,
-        "n_epochs_kl_warmup": AT_LEAST_ONE,
-        "n_steps_kl_warmup": AT_LEAST_ONE,
-        "max_kl_weight": NON_NEGATIVE,
-        "min_kl_weight": NON_NEGATIVE,
-        "lr_factor": OPEN_UNIT,
-        "lr_patience": NON_NEGATIVE,
-        "lr_threshold": NON_NEGATIVE,
-        "lr_min": NON_NEGATIVE,
-    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check every constructor argument of a subclass (types and ranges) before its ``__init__`` runs."""
@@ -93,30 +78,23 @@ class UnlearningTrainingPlan(TrainingPlan):
         cls.__init__ = checked
 
     @classmethod
-    def merged_bounds(cls) -> dict[str, Bound]:
-        """The ``bounds`` of this class and its parents (the most derived wins)."""
-        out: dict[str, Bound] = {}
-        for klass in reversed(cls.__mro__):
-            out.update(vars(klass).get("bounds", {}))
-        return out
-
-    @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
         """Raise a ``TypeError``/``ValueError`` if a hyper-parameter has the wrong type or range."""
         inits = [vars(k)["__init__"] for k in cls.__mro__ if "__init__" in vars(k) and k is not object]
-        check_hyperparameters(params, annotations_of(*inits), cls.merged_bounds(), cls.__name__)
+        check_hyperparameters(params, annotations_of(*inits), TRAINING_PLAN_BOUNDS, cls.__name__)
 
     def __init__(
         self,
         module,
         *,
-        n_epochs_kl_warmup: int | None = None,
-        clip_grad_norm: float | None = None,
+        n_epochs_kl_warmup: PositiveInt | None = None,
+        clip_grad_norm: PositiveFloat | None = None,
         freeze_batchnorm_on_forget: bool = True,
         **kwargs: Any,
     ):
         super().__init__(module, n_epochs_kl_warmup=n_epochs_kl_warmup, **kwargs)
         self.automatic_optimization = not self.manual_optimization
+        self.second_lr: float | None = None
         self.clip_grad_norm = clip_grad_norm
         self.freeze_batchnorm_on_forget = bool(freeze_batchnorm_on_forget)
         self.epoch_history: dict[str, list[float]] = defaultdict(list)
@@ -134,6 +112,11 @@ class UnlearningTrainingPlan(TrainingPlan):
     def batch_size_of(tensors: dict) -> int:
         """Number of cells in a tensor dict."""
         return n_cells(tensors)
+
+    def begin_step(self, batch) -> tuple[dict, dict | None]:
+        """Start a training step: refresh the KL weight and return ``(retain_tensors, forget_tensors)``."""
+        self.refresh_kl_weight()
+        return self.split_batch(batch)
 
     def refresh_kl_weight(self) -> None:
         """Update ``loss_kwargs["kl_weight"]`` for the current epoch/step, as scvi-tools' step does."""
@@ -221,6 +204,21 @@ class UnlearningTrainingPlan(TrainingPlan):
         )
         return list(optimizers), [{"scheduler": scheduler, "monitor": self.lr_scheduler_metric}]
 
+    def configure_optimizers(self):
+        """scvi-tools' optimiser (and plateau scheduler); manual plans get one more at ``second_lr`` if set.
+
+        A manual plan that alternates two kinds of steps on the same weights sets ``self.second_lr``, so
+        that the momentum of one kind never drives the other: ``self.optimizers()`` is then
+        ``(main at lr, second at second_lr)``.
+        """
+        if self.automatic_optimization:
+            return super().configure_optimizers()
+        params = list(self.module.parameters())
+        optimizers = [self.make_optimizer(params, self.lr)]
+        if self.second_lr is not None:
+            optimizers.append(self.make_optimizer(params, self.second_lr))
+        return self.manual_optimizers(*optimizers)
+
     def on_validation_epoch_end(self) -> None:
         """Step the plateau scheduler of a manual plan on the validation metric."""
         if not self.automatic_optimization and self.reduce_lr_on_plateau:
@@ -248,8 +246,7 @@ class UnlearningTrainingPlan(TrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """Default step: the training objective on retain cells (subclasses override)."""
-        retain, _ = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, _ = self.begin_step(batch)
         _, _, out = self.retain_loss(retain)
         self.track("retain_loss", out.loss, self.batch_size_of(retain))
         return out.loss

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch.distributions import Normal
 
@@ -11,7 +9,7 @@ from scforget._core import frozen_batchnorm
 
 from ._base import UnlearningTrainingPlan
 from ._distill import FrozenModules, frozen_copy, posterior_kl, teacher_outputs
-from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
+from ._hyperparams import NonNegativeFloat, PositiveFloat, PositiveInt
 from ._registry import register
 
 
@@ -75,28 +73,19 @@ class ContrastivePlan(UnlearningTrainingPlan):
     contrastive fine-tuning entry of the NeurIPS 2023 challenge :cite:p:`Suprun2023`.
     """
 
-    bounds: ClassVar[dict[str, Bound]] = {
-        "prior_weight": NON_NEGATIVE,
-        "repel_weight": NON_NEGATIVE,
-        "margin": POSITIVE,
-        "n_neighbors": AT_LEAST_ONE,
-        "anchor_weight": NON_NEGATIVE,
-        "retain_weight": NON_NEGATIVE,
-    }
-
     def __init__(
         self,
         module,
         *,
-        lr: float = 1e-3,
-        prior_weight: float = 1.0,
-        repel_weight: float = 1.0,
-        margin: float = 1.0,
-        n_neighbors: int = 5,
-        anchor_weight: float = 1.0,
-        retain_weight: float = 1.0,
+        lr: PositiveFloat = 1e-3,
+        prior_weight: NonNegativeFloat = 1.0,
+        repel_weight: NonNegativeFloat = 1.0,
+        margin: PositiveFloat = 1.0,
+        n_neighbors: PositiveInt = 5,
+        anchor_weight: NonNegativeFloat = 1.0,
+        retain_weight: NonNegativeFloat = 1.0,
         encoder_only: bool = False,
-        clip_grad_norm: float | None = 1.0,
+        clip_grad_norm: PositiveFloat | None = 1.0,
         **kwargs,
     ):
         if encoder_only and not hasattr(module, "z_encoder"):
@@ -119,8 +108,7 @@ class ContrastivePlan(UnlearningTrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """One step on the contrastive objective."""
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         n_r, n_f = self.batch_size_of(retain), self.batch_size_of(forget)
 
         inf_r, _, r_out = self._retain_forward(retain)

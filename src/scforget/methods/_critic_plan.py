@@ -18,7 +18,7 @@ from ._base import UnlearningTrainingPlan
 from ._context import UnlearnContext
 from ._critics import CRITIC_VARIANTS, critic_auc, features_no_grad, pretrain_critics
 from ._distill import FrozenModules
-from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, OPEN_UNIT, Bound
+from ._hyperparams import NonNegativeFloat, NonNegativeInt, PositiveInt
 from ._registry import register
 from ._runner import run_training_plan
 
@@ -156,26 +156,19 @@ class CriticTrainingPlan(UnlearningTrainingPlan):
 
     #: Whether the critics are optimised during unlearning.
     trainable_critics: ClassVar[bool] = False
-    bounds: ClassVar[dict[str, Bound]] = {
-        "privacy_weight": NON_NEGATIVE,
-        "critic_pretrain_steps": NON_NEGATIVE,
-        "nonmember_batch_size": AT_LEAST_ONE,
-        "match_nonmembers": AT_LEAST_ONE,
-        "shadow_fraction": OPEN_UNIT,
-    }
 
     def __init__(
         self,
         module,
         *,
-        privacy_weight: float = 1.0,
+        privacy_weight: NonNegativeFloat = 1.0,
         critics: Sequence[str] = CRITIC_VARIANTS,
-        critic_hidden: Sequence[int] = (64, 64),
+        critic_hidden: Sequence[PositiveInt] = (64, 64),
         spectral_norm: bool = False,
-        critic_pretrain_steps: int = 300,
+        critic_pretrain_steps: NonNegativeInt = 300,
         nonmembers=None,
-        match_nonmembers: int | None = 10,
-        nonmember_batch_size: int = 128,
+        match_nonmembers: PositiveInt | None = 10,
+        nonmember_batch_size: PositiveInt = 128,
         **kwargs: Any,
     ):
         critics = tuple(critics)

@@ -22,6 +22,9 @@ from torch.distributions import Normal, kl_divergence
 
 from scforget._core import posterior_mean_forward
 
+from ._base import UnlearningTrainingPlan
+from ._hyperparams import NonNegativeFloat
+
 _EPS = 1e-8
 
 
@@ -192,6 +195,42 @@ class Divergence:
             output_weight=float(self.output_weight),
             posterior=posterior,
         )
+
+
+#: Docstring fragment of the distillation plans' last parameters.
+DOC_DISTILL_TAIL = """\
+    clip_grad_norm
+        Gradient-norm clip of every step.
+    **kwargs
+        ``posterior_weight`` and ``output_weight`` of the divergence (both 1 by default), and the
+        arguments of :class:`~scforget.train.UnlearningTrainingPlan`."""
+
+
+class DistillationPlan(UnlearningTrainingPlan):
+    """Shared base of the plans that compare the model (student) with frozen teachers cell by cell.
+
+    Student and teacher are compared by ``posterior_weight·KL(q_T(z|x) || q_S(z|x)) +
+    output_weight·n·KL(profile_T(x) || profile_S(x))`` (see :class:`Divergence`), held in
+    ``self.divergence``.
+
+    Parameters
+    ----------
+    module
+        The model's module (the student).
+    posterior_weight
+        Weight of the posterior KL in the divergence.
+    output_weight
+        Weight of the decoder-profile KL in the divergence.
+    **kwargs
+        See :class:`~scforget.train.UnlearningTrainingPlan`.
+    """
+
+    def __init__(
+        self, module, *, posterior_weight: NonNegativeFloat = 1.0, output_weight: NonNegativeFloat = 1.0, **kwargs
+    ):
+        divergence = Divergence(posterior_weight, output_weight)  # refuses two zero weights before any set-up
+        super().__init__(module, **kwargs)
+        self.divergence = divergence
 
 
 class ForgetCeiling:

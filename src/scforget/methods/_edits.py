@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,19 @@ if TYPE_CHECKING:
     from torch import nn
 
     from scforget.fisher import DiagonalFisher
+
+
+DOC_MODEL_CTX = """\
+    model
+        Model edited in place.
+    ctx
+        The resolved unlearning context."""
+
+DOC_FISHER_CELLS = """\
+    max_retain_cells
+        Estimate the retain Fisher on a random subset of this many retain cells (seeded); ``None`` uses all.
+    fisher_batch_size
+        Minibatch size of the Fisher computations."""
 
 
 def subsample(positions: np.ndarray, max_cells: int | None, seed: int) -> np.ndarray:
@@ -68,6 +82,32 @@ def paired(
     for name, p in module.named_parameters():
         if name in f_forget and name in f_retain:
             yield name, p, f_forget[name].to(p.device), f_retain[name].to(p.device)
+
+
+class FisherEdit:
+    """An edit of the parameters by their forget and retain Fisher: the pairs to edit and a count of selected entries."""
+
+    def __init__(self, module: nn.Module, f_forget: DiagonalFisher, f_retain: DiagonalFisher):
+        self.module, self.forget, self.retain = module, f_forget, f_retain
+        self.n_selected = 0
+
+    def pairs(self) -> Iterator[tuple[nn.Parameter, torch.Tensor, torch.Tensor]]:
+        """``(parameter, forget Fisher, retain Fisher)`` for every parameter both Fishers cover (see :func:`paired`)."""
+        for _, p, i_f, i_r in paired(self.module, self.forget, self.retain):
+            yield p, i_f, i_r
+
+
+@contextlib.contextmanager
+def fisher_edit(
+    model: BaseModelClass, ctx: UnlearnContext, max_retain_cells: int | None, batch_size: int
+) -> Iterator[FisherEdit]:
+    """Compute the forget and retain Fisher, yield a :class:`FisherEdit` (no gradients), then record what changed."""
+    f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, batch_size)
+    before = snapshot(model.module)
+    edit = FisherEdit(model.module, f_forget, f_retain)
+    with torch.no_grad():
+        yield edit
+    record_edit(ctx, model.module, before, f_forget, f_retain, retain, edit.n_selected)
 
 
 def edit_summary(module: nn.Module, before: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from scforget._core import eval_mode
 
 from ._critic_plan import CriticTrainingPlan, register_critic_method
 from ._critics import balanced_bce, membership_features, shadow_audit
-from ._hyperparams import POSITIVE, Bound
+from ._hyperparams import NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt
 
 
 def _optimizer_params(opt) -> list[torch.nn.Parameter]:
@@ -47,6 +47,7 @@ def extragradient_step(
     opt_min: torch.optim.Optimizer,
     opt_max: torch.optim.Optimizer,
     *,
+    extrapolate: bool = True,
     backward: Callable[[torch.Tensor], None] | None = None,
     clip_norm: float | None = None,
 ) -> tuple[float, float]:
@@ -60,7 +61,9 @@ def extragradient_step(
 
     With :class:`torch.optim.SGD` this is Korpelevich's extra-gradient method; with Adam it is
     Extra-Adam (Gidel et al. 2019; the optimiser's moment estimates see both gradients). Two-timescale
-    learning rates are the learning rates of the two optimisers.
+    learning rates are the learning rates of the two optimisers. With ``extrapolate=False`` steps 2-4
+    are replaced by one step from the gradients of step 1: simultaneous gradient descent-ascent, for
+    comparison and ablation.
 
     Parameters
     ----------
@@ -70,6 +73,8 @@ def extragradient_step(
         Optimiser of the minimising player's parameters.
     opt_max
         Optimiser of the maximising player's parameters.
+    extrapolate
+        Take the look-ahead (``False``: simultaneous gradient descent-ascent).
     backward
         ``backward(loss)`` (e.g. Lightning's ``manual_backward``); defaults to ``loss.backward()``.
     clip_norm
@@ -77,45 +82,25 @@ def extragradient_step(
 
     Returns
     -------
-    ``(f at the start point, f at the look-ahead point)``.
+    ``(f at the start point, f at the look-ahead point)``; without extrapolation both are the start value.
     """
     backward = backward or (lambda loss: loss.backward())
     params_min, params_max = _optimizer_params(opt_min), _optimizer_params(opt_max)
-    start = [p.detach().clone() for p in (*params_min, *params_max)]
-    f0 = _player_gradients(loss_fn, params_min, params_max, backward, clip_norm)
+    players = (*params_min, *params_max)
+    start = [p.detach().clone() for p in players] if extrapolate else []
+    f0 = f_half = _player_gradients(loss_fn, params_min, params_max, backward, clip_norm)
+    if extrapolate:
+        opt_min.step()
+        opt_max.step()
+        f_half = _player_gradients(loss_fn, params_min, params_max, backward, clip_norm)
+        with torch.no_grad():
+            for p, p0 in zip(players, start, strict=True):
+                p.copy_(p0)
     opt_min.step()
     opt_max.step()
-    f_half = _player_gradients(loss_fn, params_min, params_max, backward, clip_norm)
-    with torch.no_grad():
-        for p, p0 in zip((*params_min, *params_max), start, strict=True):
-            p.copy_(p0)
-    opt_min.step()
-    opt_max.step()
-    for p in (*params_min, *params_max):
+    for p in players:
         p.grad = None
     return float(f0), float(f_half)
-
-
-def simultaneous_gda_step(
-    loss_fn: Callable[[], torch.Tensor],
-    opt_min: torch.optim.Optimizer,
-    opt_max: torch.optim.Optimizer,
-    *,
-    backward: Callable[[torch.Tensor], None] | None = None,
-    clip_norm: float | None = None,
-) -> float:
-    """One simultaneous gradient descent-ascent step (no look-ahead), for comparison and ablation.
-
-    Same arguments as :func:`extragradient_step`; returns :math:`f` at the start point.
-    """
-    backward = backward or (lambda loss: loss.backward())
-    params_min, params_max = _optimizer_params(opt_min), _optimizer_params(opt_max)
-    f0 = _player_gradients(loss_fn, params_min, params_max, backward, clip_norm)
-    opt_min.step()
-    opt_max.step()
-    for p in (*params_min, *params_max):
-        p.grad = None
-    return float(f0)
 
 
 class ExtraGradientPlan(CriticTrainingPlan):
@@ -189,20 +174,19 @@ class ExtraGradientPlan(CriticTrainingPlan):
 
     manual_optimization: ClassVar[bool] = True
     trainable_critics: ClassVar[bool] = True
-    bounds: ClassVar[dict[str, Bound]] = {"critic_lr": POSITIVE, "shadow_patience": Bound(1)}
 
     def __init__(
         self,
         module,
         *,
-        lr: float = 1e-3,
-        critic_lr: float = 1e-2,
-        privacy_weight: float = 0.1,
+        lr: PositiveFloat = 1e-3,
+        critic_lr: PositiveFloat = 1e-2,
+        privacy_weight: NonNegativeFloat = 0.1,
         spectral_norm: bool = True,
         extrapolation: bool = True,
-        shadow_fraction: float = 0.5,
-        shadow_patience: int | None = 3,
-        clip_grad_norm: float | None = 100.0,
+        shadow_fraction: OpenFraction = 0.5,
+        shadow_patience: PositiveInt | None = 3,
+        clip_grad_norm: PositiveFloat | None = 100.0,
         **kwargs,
     ):
         super().__init__(
@@ -241,8 +225,7 @@ class ExtraGradientPlan(CriticTrainingPlan):
     def training_step(self, batch, batch_idx):
         """One extra-gradient step of the VAE-vs-critics game on a retain and a forget minibatch."""
         self.require_cells()
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         nonmembers = self.nonmember_batch()
         opt_vae, opt_critic = self.optimizers()
         parts: dict[str, torch.Tensor] = {}
@@ -259,8 +242,14 @@ class ExtraGradientPlan(CriticTrainingPlan):
             parts.setdefault("critic_bce", torch.stack([balanced_bce(lf, ln) for lf, ln in logits]).mean().detach())
             return out.loss + self.privacy_weight * self.loss_scale * gap
 
-        step = extragradient_step if self.extrapolation else simultaneous_gda_step
-        step(game, opt_vae, opt_critic, backward=self.manual_backward, clip_norm=self.clip_grad_norm)
+        extragradient_step(
+            game,
+            opt_vae,
+            opt_critic,
+            extrapolate=self.extrapolation,
+            backward=self.manual_backward,
+            clip_norm=self.clip_grad_norm,
+        )
         with torch.no_grad():
             _, _, out_f = self.forget_loss(forget)
         self.track("retain_loss", parts["retain"], self.batch_size_of(retain))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ._base import UnlearningTrainingPlan
+from ._hyperparams import PositiveFloat
 from ._registry import register
 
 
@@ -28,7 +29,7 @@ class FinetunePlan(UnlearningTrainingPlan):
 
     uses_forget: ClassVar[bool] = False
 
-    def __init__(self, module, *, lr: float = 1e-3, **kwargs):
+    def __init__(self, module, *, lr: PositiveFloat = 1e-3, **kwargs):
         super().__init__(module, lr=lr, **kwargs)
 
 

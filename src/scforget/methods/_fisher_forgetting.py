@@ -7,26 +7,29 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from scforget._core import doc_params
+
 from ._context import UnlearnContext
-from ._edits import edit_summary, fisher_of, noise_generator, snapshot, subsample
-from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
+from ._edits import DOC_FISHER_CELLS, DOC_MODEL_CTX, edit_summary, fisher_of, noise_generator, snapshot, subsample
+from ._hyperparams import NonNegativeFloat, PositiveFloat, PositiveInt
 from ._registry import get_method, register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
 
+@doc_params(model_ctx=DOC_MODEL_CTX, fisher_cells=DOC_FISHER_CELLS)
 def fisher_forgetting(
     model: BaseModelClass,
     ctx: UnlearnContext,
     *,
-    alpha: float | None = None,
-    damping: float = 1e-8,
-    max_inverse_fisher: float = 100.0,
-    newton_step: float = 0.0,
-    finetune_lr: float | None = None,
-    max_retain_cells: int | None = None,
-    fisher_batch_size: int = 128,
+    alpha: PositiveFloat | None = None,
+    damping: NonNegativeFloat = 1e-8,
+    max_inverse_fisher: PositiveFloat = 100.0,
+    newton_step: NonNegativeFloat = 0.0,
+    finetune_lr: PositiveFloat | None = None,
+    max_retain_cells: PositiveInt | None = None,
+    fisher_batch_size: PositiveInt = 128,
 ) -> None:
     """Fisher forgetting: perturb the parameters with noise of covariance ∝ inverse retain Fisher.
 
@@ -65,10 +68,7 @@ def fisher_forgetting(
         Size of the Newton-style correction (0: none; 1: full step).
     finetune_lr
         Learning rate of the fine-tune (default: the training recipe's ``lr``, else 1e-3).
-    max_retain_cells
-        Estimate ``F_r`` on a random subset of this many retain cells (seeded); ``None`` uses all.
-    fisher_batch_size
-        Minibatch size of the Fisher computation.
+    {fisher_cells}
     """
     if damping == 0 and max_inverse_fisher == float("inf"):
         raise ValueError("With `damping=0` the inverse Fisher needs a finite `max_inverse_fisher`.")
@@ -103,15 +103,6 @@ def fisher_forgetting(
 register(
     "fisher_forgetting",
     function=fisher_forgetting,
-    bounds={
-        "alpha": POSITIVE,
-        "damping": NON_NEGATIVE,
-        "max_inverse_fisher": POSITIVE,
-        "newton_step": NON_NEGATIVE,
-        "finetune_lr": POSITIVE,
-        "max_retain_cells": AT_LEAST_ONE,
-        "fisher_batch_size": AT_LEAST_ONE,
-    },
     accepts_epochs=True,
     description="Gaussian noise with covariance alpha x inverse retain Fisher (+ optional Newton step, fine-tune).",
     reference="Golatkar, Achille & Soatto 2020 (CVPR), Eternal Sunshine of the Spotless Net",

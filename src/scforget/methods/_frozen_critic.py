@@ -8,6 +8,7 @@ from scforget._core import eval_mode
 
 from ._critic_plan import CriticTrainingPlan, register_critic_method
 from ._critics import membership_features
+from ._hyperparams import NonNegativeFloat, PositiveFloat
 
 
 class FrozenCriticPlan(CriticTrainingPlan):
@@ -63,9 +64,9 @@ class FrozenCriticPlan(CriticTrainingPlan):
         self,
         module,
         *,
-        lr: float = 1e-3,
-        privacy_weight: float = 1.0,
-        clip_grad_norm: float | None = 100.0,
+        lr: PositiveFloat = 1e-3,
+        privacy_weight: NonNegativeFloat = 1.0,
+        clip_grad_norm: PositiveFloat | None = 100.0,
         **kwargs,
     ):
         super().__init__(module, lr=lr, privacy_weight=privacy_weight, clip_grad_norm=clip_grad_norm, **kwargs)
@@ -73,8 +74,7 @@ class FrozenCriticPlan(CriticTrainingPlan):
     def training_step(self, batch, batch_idx):
         """Retain NELBO plus the largest critic loss of calling forget cells non-members."""
         self.require_cells()
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         _, _, out = self.retain_loss(retain)
         with eval_mode(self.module):
             feats = membership_features(self.module, forget)

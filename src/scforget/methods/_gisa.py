@@ -11,7 +11,7 @@ from scforget._core import negative_elbo
 from scforget.fisher import module_diagonal
 
 from ._base import UnlearningTrainingPlan
-from ._hyperparams import AT_LEAST_ONE, POSITIVE, Bound
+from ._hyperparams import AtLeastOne, PositiveFloat, PositiveInt
 from ._registry import register
 
 
@@ -77,23 +77,18 @@ class GISAPlan(UnlearningTrainingPlan):
     """
 
     manual_optimization: ClassVar[bool] = True
-    bounds: ClassVar[dict[str, Bound]] = {
-        "importance_eps": POSITIVE,
-        "max_lr_scale": Bound(1),
-        "n_importance_cells": AT_LEAST_ONE,
-    }
 
     def __init__(
         self,
         module,
         *,
-        lr: float = 3e-6,
-        eps: float = 1e-8,
-        importance_eps: float = 1e-8,
+        lr: PositiveFloat = 3e-6,
+        eps: PositiveFloat = 1e-8,
+        importance_eps: PositiveFloat = 1e-8,
         granularity: Literal["tensor", "element"] = "tensor",
-        max_lr_scale: float | None = 10.0,
-        n_importance_cells: int = 256,
-        clip_grad_norm: float | None = 100.0,
+        max_lr_scale: AtLeastOne | None = 10.0,
+        n_importance_cells: PositiveInt = 256,
+        clip_grad_norm: PositiveFloat | None = 100.0,
         **kwargs,
     ):
         super().__init__(module, lr=lr, eps=eps, clip_grad_norm=clip_grad_norm, **kwargs)
@@ -140,8 +135,7 @@ class GISAPlan(UnlearningTrainingPlan):
     # -- training --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         """One step of the ratio loss with importance-scaled updates."""
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         opt = self.optimizers()
         _, _, out_r = self.retain_loss(retain)
         _, _, out_f = self.forget_loss(forget)
@@ -155,10 +149,6 @@ class GISAPlan(UnlearningTrainingPlan):
         self.track("retain_loss", out_r.loss, self.batch_size_of(retain))
         self.track("forget_loss", out_f.loss, self.batch_size_of(forget))
         self.track("gisa_loss", loss, self.batch_size_of(retain))
-
-    def configure_optimizers(self):
-        """One optimiser (scvi-tools' optimiser creator) over the module, with the plateau scheduler if asked."""
-        return self.manual_optimizers(self.make_optimizer(self.module.parameters()))
 
 
 register(

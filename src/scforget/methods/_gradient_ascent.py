@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from ._base import UnlearningTrainingPlan
 from ._distill import ForgetCeiling
-from ._hyperparams import AT_LEAST_ONE, POSITIVE, Bound
+from ._hyperparams import AboveOne, PositiveFloat, PositiveInt
 from ._registry import register
 
 
@@ -61,40 +61,30 @@ class GradientAscentPlan(UnlearningTrainingPlan):
     """
 
     manual_optimization: ClassVar[bool] = True
-    bounds: ClassVar[dict[str, Bound]] = {
-        "ascent_steps": AT_LEAST_ONE,
-        "ascent_lr": POSITIVE,
-        "forget_bound": Bound(1, exclusive_minimum=True),
-    }
 
     def __init__(
         self,
         module,
         *,
-        lr: float = 1e-3,
-        ascent_steps: int = 20,
-        ascent_lr: float | None = None,
-        forget_bound: float | None = 1.5,
+        lr: PositiveFloat = 1e-3,
+        ascent_steps: PositiveInt = 20,
+        ascent_lr: PositiveFloat | None = None,
+        forget_bound: AboveOne | None = 1.5,
         finetune: bool = True,
-        clip_grad_norm: float | None = 1.0,
+        clip_grad_norm: PositiveFloat | None = 1.0,
         **kwargs,
     ):
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
         self.ascent_steps = int(ascent_steps)
         self.ascent_lr = lr if ascent_lr is None else ascent_lr
+        self.second_lr = self.ascent_lr  # the ascent's own optimiser
         self.finetune = bool(finetune)
         self.ceiling = ForgetCeiling(forget_bound)
         self._ascent_seen = 0
 
-    def configure_optimizers(self):
-        """Two optimisers (scvi-tools' optimiser creator): the retain fine-tuning one (scheduled) and the ascent one."""
-        params = list(self.module.parameters())
-        return self.manual_optimizers(self.make_optimizer(params, self.lr), self.make_optimizer(params, self.ascent_lr))
-
     def training_step(self, batch, batch_idx):
         """An ascent step while the ascent budget lasts, a retain step afterwards."""
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         opt_retain, opt_ascent = self.optimizers()
         n_r, n_f = self.batch_size_of(retain), self.batch_size_of(forget)
         if self._ascent_seen < self.ascent_steps:

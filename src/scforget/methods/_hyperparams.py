@@ -1,9 +1,11 @@
 """Types and ranges of method hyper-parameters, checked before any work starts.
 
-The type of each hyper-parameter comes from its annotation in the method's signature (a plan's
-``__init__`` up its class hierarchy, or a parameter-space function); the allowed range from a
-declared :class:`Bound`. ``lr="fast"``, ``True`` for a step count or a negative weight fail here,
-with the parameter's name, instead of deep inside a fit.
+The type and the allowed range of each hyper-parameter come from its annotation in the method's
+signature (a plan's ``__init__`` up its class hierarchy, or a parameter-space function): a range is
+a :class:`Bound` in :data:`typing.Annotated` metadata, e.g. ``lr: PositiveFloat = 1e-3``. Only
+scvi-tools' own TrainingPlan arguments, whose signature is not ours, get their ranges from
+:data:`TRAINING_PLAN_BOUNDS`. ``lr="fast"``, ``True`` for a step count or a negative weight fail
+here, with the parameter's name, instead of deep inside a fit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from scforget._core import check_bool, check_int, check_number
 
@@ -28,6 +30,11 @@ class Bound:
     maximum: float | None = None
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
+
+    def __repr__(self) -> str:
+        lo = "" if self.minimum is None else f"{'>' if self.exclusive_minimum else '>='} {self.minimum:g}"
+        hi = "" if self.maximum is None else f"{'<' if self.exclusive_maximum else '<='} {self.maximum:g}"
+        return " and ".join(x for x in (lo, hi) if x) or "any"
 
     def check(self, value: Any, name: str) -> None:
         """Raise a ``ValueError`` naming ``name`` unless ``value`` lies in the range."""
@@ -48,7 +55,31 @@ POSITIVE = Bound(0, exclusive_minimum=True)
 NON_NEGATIVE = Bound(0)
 AT_LEAST_ONE = Bound(1)
 OPEN_UNIT = Bound(0, 1, exclusive_minimum=True, exclusive_maximum=True)
-HALF_OPEN_UNIT = Bound(0, 1, exclusive_minimum=True)
+
+#: Annotated types of hyper-parameters: the type and the range in one place.
+PositiveFloat = Annotated[float, POSITIVE]
+NonNegativeFloat = Annotated[float, NON_NEGATIVE]
+PositiveInt = Annotated[int, AT_LEAST_ONE]
+NonNegativeInt = Annotated[int, NON_NEGATIVE]
+OpenFraction = Annotated[float, OPEN_UNIT]
+Fraction = Annotated[float, Bound(0, 1, exclusive_minimum=True)]
+AboveOne = Annotated[float, Bound(1, exclusive_minimum=True)]
+AtLeastOne = Annotated[float, AT_LEAST_ONE]
+
+#: Ranges of scvi-tools' TrainingPlan arguments (its signature carries types only).
+TRAINING_PLAN_BOUNDS = {
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "eps": POSITIVE,
+    "n_epochs_kl_warmup": AT_LEAST_ONE,
+    "n_steps_kl_warmup": AT_LEAST_ONE,
+    "max_kl_weight": NON_NEGATIVE,
+    "min_kl_weight": NON_NEGATIVE,
+    "lr_factor": OPEN_UNIT,
+    "lr_patience": NON_NEGATIVE,
+    "lr_threshold": NON_NEGATIVE,
+    "lr_min": NON_NEGATIVE,
+}
 
 
 def _evaluate(annotation: Any, namespace: dict[str, Any]) -> Any:
@@ -86,6 +117,8 @@ def _matches(value: Any, annotation: Any) -> bool:
         return value is None
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Annotated:
+        return _matches(value, args[0])
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, a) for a in args)
     if origin is typing.Literal:
@@ -130,6 +163,8 @@ def _describe(annotation: Any) -> str:
     if annotation in _NAMES:
         return _NAMES[annotation]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _describe(args[0])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(_describe(a) for a in args))
     if origin is typing.Literal:
@@ -156,10 +191,33 @@ def _choices(annotation: Any) -> tuple | None:
     return None
 
 
+def bounds_in(annotation: Any) -> list[Bound]:
+    """The :class:`Bound` metadata of an annotation (also inside ``X | None``)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return [m for m in annotation.__metadata__ if isinstance(m, Bound)]
+    if origin in (typing.Union, types.UnionType):
+        return [b for a in args for b in bounds_in(a)]
+    return []
+
+
+def _element_annotation(annotation: Any) -> Any:
+    """The element annotation of ``Sequence[X]`` (also inside ``| None``), else ``None``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (cabc.Sequence, list, tuple) and args and args[-1] is not Ellipsis:
+        return args[0]
+    if origin in (typing.Union, types.UnionType):
+        return next((e for a in args if (e := _element_annotation(a)) is not None), None)
+    return None
+
+
 def check_hyperparameters(
     params: Mapping[str, Any], annotations: Mapping[str, Any], bounds: Mapping[str, Bound], where: str
 ) -> None:
-    """Raise a ``TypeError`` or ``ValueError`` naming the first hyper-parameter of the wrong type or range."""
+    """Raise a ``TypeError`` or ``ValueError`` naming the first hyper-parameter of the wrong type or range.
+
+    Ranges come from the annotations' :class:`Bound` metadata, else from ``bounds`` (by name).
+    """
     from scforget._core import close_matches
 
     for name, value in params.items():
@@ -170,8 +228,13 @@ def check_hyperparameters(
                 hint = close_matches(value, [c for c in choices if isinstance(c, str)])
                 raise ValueError(f"`{name}` of {where} must be {_describe(ann)}; got {value!r}.{hint}")
             raise TypeError(f"`{name}` of {where} must be {_describe(ann)}; got {value!r} ({type(value).__name__}).")
-        if name in bounds:
-            try:
-                bounds[name].check(value, name)
-            except ValueError as err:
-                raise ValueError(f"{err} (a hyper-parameter of {where})") from None
+        try:
+            if ann is not None and _element_annotation(ann) is not None and isinstance(value, cabc.Sequence):
+                for v in value:  # e.g. ``Sequence[PositiveInt]``: every element in range
+                    for bound in bounds_in(_element_annotation(ann)):
+                        bound.check(v, name)
+            declared = bounds_in(ann) if ann is not None else []
+            for bound in declared or ([bounds[name]] if name in bounds else []):
+                bound.check(value, name)
+        except ValueError as err:
+            raise ValueError(f"{err} (a hyper-parameter of {where})") from None

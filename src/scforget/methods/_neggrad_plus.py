@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from ._base import UnlearningTrainingPlan
 from ._distill import ForgetCeiling
-from ._hyperparams import NON_NEGATIVE, Bound
+from ._hyperparams import AboveOne, NonNegativeFloat, PositiveFloat
 from ._registry import register
 
 
@@ -49,16 +47,14 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
     challenge report).
     """
 
-    bounds: ClassVar[dict[str, Bound]] = {"lam": NON_NEGATIVE, "forget_bound": Bound(1, exclusive_minimum=True)}
-
     def __init__(
         self,
         module,
         *,
-        lr: float = 1e-3,
-        lam: float = 0.1,
-        forget_bound: float | None = 1.5,
-        clip_grad_norm: float | None = 1.0,
+        lr: PositiveFloat = 1e-3,
+        lam: NonNegativeFloat = 0.1,
+        forget_bound: AboveOne | None = 1.5,
+        clip_grad_norm: PositiveFloat | None = 1.0,
         **kwargs,
     ):
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
@@ -67,8 +63,7 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """One step on the joint loss."""
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         _, _, r_out = self.retain_loss(retain)
         _, _, f_out = self.forget_loss(forget)
         loss = r_out.loss - self.lam * self.ceiling.bounded(f_out.loss)

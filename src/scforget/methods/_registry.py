@@ -13,7 +13,7 @@ from scforget._core import accepted_keywords, close_matches
 
 from ._base import UnlearningTrainingPlan
 from ._context import UnlearnContext
-from ._hyperparams import Bound, annotations_of, check_hyperparameters
+from ._hyperparams import TRAINING_PLAN_BOUNDS, Bound, annotations_of, check_hyperparameters
 from ._runner import run_training_plan
 
 if TYPE_CHECKING:
@@ -53,9 +53,10 @@ class MethodSpec:
     shown
         The hyper-parameters listed by :func:`available` and recorded with their defaults.
     annotations
-        Type annotation of each hyper-parameter (checked before any work).
+        Type annotation of each hyper-parameter, with its range as :class:`Bound` metadata (checked
+        before any work).
     bounds
-        Allowed range of numeric hyper-parameters (checked before any work).
+        Ranges of hyper-parameters whose annotation has none (scvi-tools' TrainingPlan arguments).
     accepts_epochs
         Whether the method trains (``max_epochs > 0`` is meaningful).
     manual_optimization
@@ -182,8 +183,8 @@ def register(
     extra_annotations
         Callables whose annotated keyword parameters type ``extra_params`` (the first one wins).
     bounds
-        Allowed ranges of numeric hyper-parameters of a ``function`` (plans declare theirs in a
-        ``bounds`` class attribute).
+        Allowed ranges of numeric hyper-parameters by name, for parameters whose annotation carries no
+        :class:`~scforget.methods.Bound` (declare ranges in the signature: ``alpha: PositiveFloat``).
     accepts_epochs
         Whether ``max_epochs > 0`` is meaningful for a ``function``; defaults to ``True`` unless
         ``default_epochs`` gives 0 epochs.
@@ -205,8 +206,7 @@ def register(
         params, defaults = _plan_params(plan)
         shown = _plan_own_params(plan)
         annotations = _plan_annotations(plan)
-        plan_bounds = dict(getattr(plan, "merged_bounds", lambda: {})())
-        plan_bounds.update(bounds or {})
+        plan_bounds = {**TRAINING_PLAN_BOUNDS, **(bounds or {})}
         spec_kw = {
             "kind": kind or "training",
             "run": (runner or run_training_plan)(plan),

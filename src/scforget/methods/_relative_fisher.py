@@ -6,26 +6,29 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from scforget._core import doc_params
+
 from ._context import UnlearnContext
-from ._edits import forget_retain_fisher, noise_generator, paired, record_edit, snapshot
-from ._hyperparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
+from ._edits import DOC_FISHER_CELLS, DOC_MODEL_CTX, fisher_edit, noise_generator
+from ._hyperparams import NonNegativeFloat, PositiveFloat, PositiveInt
 from ._registry import register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
 
+@doc_params(model_ctx=DOC_MODEL_CTX, fisher_cells=DOC_FISHER_CELLS)
 def relative_fisher(
     model: BaseModelClass,
     ctx: UnlearnContext,
     *,
     mode: Literal["dampen", "noise"] = "dampen",
-    threshold: float = 1.0,
-    strength: float = 1.0,
-    noise_scale: float = 0.1,
-    damping: float = 1e-8,
-    max_retain_cells: int | None = None,
-    fisher_batch_size: int = 128,
+    threshold: PositiveFloat = 1.0,
+    strength: PositiveFloat = 1.0,
+    noise_scale: PositiveFloat = 0.1,
+    damping: NonNegativeFloat = 1e-8,
+    max_retain_cells: PositiveInt | None = None,
+    fisher_batch_size: PositiveInt = 128,
 ) -> None:
     """Scrub parameters in proportion to their forget/retain Fisher ratio.
 
@@ -45,10 +48,7 @@ def relative_fisher(
 
     Parameters
     ----------
-    model
-        Model edited in place.
-    ctx
-        The resolved unlearning context.
+    {model_ctx}
     mode
         ``"dampen"`` or ``"noise"``.
     threshold
@@ -59,20 +59,14 @@ def relative_fisher(
         Noise standard deviation relative to the tensor's root mean square (``mode="noise"``).
     damping
         Added to ``I_r`` in the ratio.
-    max_retain_cells
-        Estimate ``I_r`` on a random subset of this many retain cells (seeded); ``None`` uses all.
-    fisher_batch_size
-        Minibatch size of the Fisher computations.
+    {fisher_cells}
     """
-    f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
     generator = noise_generator(ctx.seed)
-    before = snapshot(model.module)
-    n_selected = 0
-    with torch.no_grad():
-        for _, p, i_f, i_r in paired(model.module, f_forget, f_retain):
+    with fisher_edit(model, ctx, max_retain_cells, fisher_batch_size) as edit:
+        for p, i_f, i_r in edit.pairs():
             ratio = i_f / (i_r + damping)
             selected = ratio > threshold
-            n_selected += int(selected.sum())
+            edit.n_selected += int(selected.sum())
             if not bool(selected.any()):
                 continue
             if mode == "dampen":
@@ -83,20 +77,11 @@ def relative_fisher(
                 std = noise_scale * rms * torch.where(selected, 1.0 - threshold / ratio.clamp_min(1e-300), 0.0)
                 noise = torch.randn(std.shape, generator=generator, dtype=torch.float64) * std.cpu()
                 p.add_(noise.to(device=p.device, dtype=p.dtype))
-    record_edit(ctx, model.module, before, f_forget, f_retain, retain, n_selected)
 
 
 register(
     "relative_fisher",
     function=relative_fisher,
-    bounds={
-        "threshold": POSITIVE,
-        "strength": POSITIVE,
-        "noise_scale": POSITIVE,
-        "damping": NON_NEGATIVE,
-        "max_retain_cells": AT_LEAST_ONE,
-        "fisher_batch_size": AT_LEAST_ONE,
-    },
     description="Dampen (or noise) parameters by their forget/retain Fisher ratio above a threshold.",
     reference="Proposed as future work by the reference study (Fishing for Privacy); cf. Foster et al. 2024",
 )

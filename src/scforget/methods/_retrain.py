@@ -10,6 +10,7 @@ import numpy as np
 from scforget._core import drop_last_for_batchnorm, fresh_model, recipe_train_kwargs
 
 from ._context import UnlearnContext
+from ._hyperparams import TRAINING_PLAN_BOUNDS
 from ._registry import register
 
 if TYPE_CHECKING:
@@ -77,12 +78,6 @@ def _training_plan_params() -> list[str]:
     return sorted(names - {"module"})
 
 
-def _training_plan_bounds():
-    from ._base import UnlearningTrainingPlan
-
-    return UnlearningTrainingPlan.merged_bounds()
-
-
 def _training_plan_inits():
     from scvi.train import TrainingPlan
 
@@ -101,6 +96,6 @@ register(
     default_epochs=lambda e: e,
     extra_params=_training_plan_params(),
     extra_annotations=_training_plan_inits(),
-    bounds=_training_plan_bounds(),
+    bounds=TRAINING_PLAN_BOUNDS,
     accepts_epochs=True,
 )

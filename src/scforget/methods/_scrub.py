@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from scforget._core import frozen_batchnorm
+from scforget._core import doc_params, frozen_batchnorm
 
-from ._base import UnlearningTrainingPlan
-from ._distill import Divergence, FrozenModules, frozen_copy, teacher_outputs, vae_outputs
-from ._hyperparams import NON_NEGATIVE, POSITIVE, Bound
+from ._distill import DOC_DISTILL_TAIL, DistillationPlan, FrozenModules, frozen_copy, teacher_outputs, vae_outputs
+from ._hyperparams import NonNegativeFloat, NonNegativeInt, PositiveFloat
 from ._registry import register
 
 
-class SCRUBPlan(UnlearningTrainingPlan):
+@doc_params(distill_tail=DOC_DISTILL_TAIL)
+class SCRUBPlan(DistillationPlan):
     """SCRUB: a student that moves away from its teacher on forget cells and stays close on retain cells.
 
     The student is the model, the teacher a frozen copy of it taken before unlearning. Student and
@@ -51,10 +51,6 @@ class SCRUBPlan(UnlearningTrainingPlan):
         Number of leading epochs that include max-steps.
     forget_bound
         Per-cell cap (in nats) of the divergence maximised on forget cells.
-    posterior_weight
-        Weight of the posterior KL in the divergence.
-    output_weight
-        Weight of the decoder-profile KL in the divergence.
     max_posterior
         Posterior term of the max-step divergence: ``"shift"`` (default) measures how far the
         student's posterior mean moved, in units of the teacher's posterior standard deviation
@@ -62,10 +58,7 @@ class SCRUBPlan(UnlearningTrainingPlan):
         student can also grow by merely sharpening its posterior without changing what it
         reconstructs (on pbmc3k/DC, 25-epoch model, 4 epochs: forget NLL +0.9% with ``"shift"``,
         +0.6% with ``"kl"``). Min-steps always use the full KL.
-    clip_grad_norm
-        Gradient-norm clip of every step.
-    **kwargs
-        See :class:`~scforget.train.UnlearningTrainingPlan`.
+    {distill_tail}
 
     Notes
     -----
@@ -83,51 +76,33 @@ class SCRUBPlan(UnlearningTrainingPlan):
     """
 
     manual_optimization: ClassVar[bool] = True
-    bounds: ClassVar[dict[str, Bound]] = {
-        "max_lr": POSITIVE,
-        "alpha": NON_NEGATIVE,
-        "gamma": NON_NEGATIVE,
-        "max_steps_epochs": NON_NEGATIVE,
-        "forget_bound": POSITIVE,
-        "posterior_weight": NON_NEGATIVE,
-        "output_weight": NON_NEGATIVE,
-    }
 
     def __init__(
         self,
         module,
         *,
-        lr: float = 1e-3,
-        max_lr: float | None = None,
-        alpha: float = 1.0,
-        gamma: float = 1.0,
-        max_steps_epochs: int = 3,
-        forget_bound: float = 25.0,
-        posterior_weight: float = 1.0,
-        output_weight: float = 1.0,
+        lr: PositiveFloat = 1e-3,
+        max_lr: PositiveFloat | None = None,
+        alpha: NonNegativeFloat = 1.0,
+        gamma: NonNegativeFloat = 1.0,
+        max_steps_epochs: NonNegativeInt = 3,
+        forget_bound: PositiveFloat = 25.0,
         max_posterior: Literal["shift", "kl"] = "shift",
-        clip_grad_norm: float | None = 1.0,
+        clip_grad_norm: PositiveFloat | None = 1.0,
         **kwargs,
     ):
-        div = Divergence(posterior_weight, output_weight)
         super().__init__(module, lr=lr, clip_grad_norm=clip_grad_norm, **kwargs)
-        self.divergence = div
         self.max_lr = lr if max_lr is None else max_lr
+        self.second_lr = self.max_lr  # the max-steps' own optimiser
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.max_steps_epochs = int(max_steps_epochs)
         self.forget_bound = float(forget_bound)
         self.max_posterior = max_posterior
         self.teachers = FrozenModules(teacher=frozen_copy(module))
 
-    def configure_optimizers(self):
-        """Two optimisers (scvi-tools' optimiser creator): min-steps (scheduled) and max-steps."""
-        params = list(self.module.parameters())
-        return self.manual_optimizers(self.make_optimizer(params, self.lr), self.make_optimizer(params, self.max_lr))
-
     def training_step(self, batch, batch_idx):
         """A max-step (early epochs only) followed by a min-step."""
-        retain, forget = self.split_batch(batch)
-        self.refresh_kl_weight()
+        retain, forget = self.begin_step(batch)
         opt_min, opt_max = self.optimizers()
         n_r, n_f = self.batch_size_of(retain), self.batch_size_of(forget)
 

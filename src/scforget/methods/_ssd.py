@@ -6,23 +6,26 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from scforget._core import doc_params
+
 from ._context import UnlearnContext
-from ._edits import forget_retain_fisher, paired, record_edit, snapshot
-from ._hyperparams import AT_LEAST_ONE, POSITIVE
+from ._edits import DOC_FISHER_CELLS, DOC_MODEL_CTX, fisher_edit
+from ._hyperparams import PositiveFloat, PositiveInt
 from ._registry import register
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
 
+@doc_params(model_ctx=DOC_MODEL_CTX, fisher_cells=DOC_FISHER_CELLS)
 def ssd(
     model: BaseModelClass,
     ctx: UnlearnContext,
     *,
-    alpha: float = 10.0,
-    lam: float = 1.0,
-    max_retain_cells: int | None = None,
-    fisher_batch_size: int = 128,
+    alpha: PositiveFloat = 10.0,
+    lam: PositiveFloat = 1.0,
+    max_retain_cells: PositiveInt | None = None,
+    fisher_batch_size: PositiveInt = 128,
 ) -> None:
     """Selective Synaptic Dampening: shrink the parameters specialised to the forget cells.
 
@@ -36,35 +39,24 @@ def ssd(
 
     Parameters
     ----------
-    model
-        Model edited in place.
-    ctx
-        The resolved unlearning context.
+    {model_ctx}
     alpha
         Selection threshold on ``I_f / I_r`` (the paper's default 10).
     lam
         Dampening constant λ (the paper's default 1).
-    max_retain_cells
-        Estimate ``I_r`` on a random subset of this many retain cells (seeded); ``None`` uses all.
-    fisher_batch_size
-        Minibatch size of the Fisher computations.
+    {fisher_cells}
     """
-    f_forget, f_retain, retain = forget_retain_fisher(model, ctx, max_retain_cells, fisher_batch_size)
-    before = snapshot(model.module)
-    n_selected = 0
-    with torch.no_grad():
-        for _, p, i_f, i_r in paired(model.module, f_forget, f_retain):
+    with fisher_edit(model, ctx, max_retain_cells, fisher_batch_size) as edit:
+        for p, i_f, i_r in edit.pairs():
             selected = i_f > alpha * i_r
             factor = torch.where(selected, (lam * i_r / i_f.clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(i_f))
             p.mul_(factor.to(p.dtype))
-            n_selected += int(selected.sum())
-    record_edit(ctx, model.module, before, f_forget, f_retain, retain, n_selected)
+            edit.n_selected += int(selected.sum())
 
 
 register(
     "ssd",
     function=ssd,
-    bounds={"alpha": POSITIVE, "lam": POSITIVE, "max_retain_cells": AT_LEAST_ONE, "fisher_batch_size": AT_LEAST_ONE},
     description="Selective Synaptic Dampening: shrink parameters with forget Fisher > alpha x retain Fisher.",
     reference="Foster et al. 2024 (AAAI), Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
 )

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from scforget._core import doc_params
+
+from ._docs import DOC_SHOW_SAVE, DOC_TITLE_AX
 from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
+@doc_params(title_ax=DOC_TITLE_AX, show_save=DOC_SHOW_SAVE)
 def fisher_scatter(
     values: pd.DataFrame,
     *,
@@ -31,10 +35,7 @@ def fisher_scatter(
         Forget/retain cosine per category, shown in the panel titles.
     title
         Title of the figure (say which model and forget set).
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        ``True`` or a filename suffix: save as ``fisher_scatter{suffix}`` into ``scanpy.settings.figdir``.
+    {show_save}
 
     Returns
     -------
@@ -65,6 +66,7 @@ def fisher_scatter(
     return finish(list(axes[0]), writekey="fisher_scatter", show=show, save=save)
 
 
+@doc_params(title_ax=DOC_TITLE_AX, show_save=DOC_SHOW_SAVE)
 def fisher_categories(
     table: pd.DataFrame,
     *,
@@ -80,14 +82,8 @@ def fisher_categories(
     table
         One row per category with a ``cosine`` column and optionally ``null_cosine`` and
         ``null_cosine_sd`` (the table of :func:`scforget.fisher.overlap`).
-    title
-        Title of the plot (say which model and forget set).
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        ``True`` or a filename suffix: save as ``fisher_categories{suffix}`` into ``scanpy.settings.figdir``.
+    {title_ax}
+    {show_save}
 
     Returns
     -------

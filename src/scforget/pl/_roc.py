@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scforget._core import doc_params
+
+from ._docs import DOC_SHOW_SAVE, DOC_TITLE_AX
 from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ def _curves(scores, labels) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
+@doc_params(title_ax=DOC_TITLE_AX, show_save=DOC_SHOW_SAVE)
 def roc(
     scores: Mapping[str, np.ndarray] | np.ndarray,
     labels: np.ndarray | Mapping[str, np.ndarray],
@@ -54,14 +58,8 @@ def roc(
         1 for members, 0 for non-members: one array for every curve, or one per name.
     log
         Log-log axes, to read the true-positive rate at low false-positive rates.
-    title
-        Title of the plot (say which model and attack).
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        ``True`` or a filename suffix: save as ``roc{suffix}`` into ``scanpy.settings.figdir``.
+    {title_ax}
+    {show_save}
 
     Returns
     -------
@@ -94,6 +92,7 @@ def roc(
     return finish(ax, writekey="roc", show=show, save=save)
 
 
+@doc_params(title_ax=DOC_TITLE_AX, show_save=DOC_SHOW_SAVE)
 def scores(
     values: np.ndarray,
     labels: np.ndarray,
@@ -117,14 +116,8 @@ def scores(
         What the scores are (the x-axis label).
     bins
         Number of histogram bins.
-    title
-        Title of the plot (say which model and attack).
-    ax
-        Axes to draw into; a new figure otherwise.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        ``True`` or a filename suffix: save as ``scores{suffix}`` into ``scanpy.settings.figdir``.
+    {title_ax}
+    {show_save}
 
     Returns
     -------

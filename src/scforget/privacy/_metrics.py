@@ -9,10 +9,19 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
+from scforget._core import doc_params
+
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
     from scforget.data import CellSpec
+
+
+_DOC_SCORES_LABELS = """\
+    scores
+        Attack scores; higher means "member".
+    labels
+        1 for members, 0 for non-members."""
 
 
 def _check_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +67,7 @@ def _bootstrap_aucs(pos: np.ndarray, neg: np.ndarray, n_bootstrap: int, seed: in
     return out
 
 
+@doc_params(scores_labels=_DOC_SCORES_LABELS)
 def auc_with_ci(
     scores: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -73,10 +83,7 @@ def auc_with_ci(
 
     Parameters
     ----------
-    scores
-        Attack scores; higher means "member".
-    labels
-        1 for members, 0 for non-members.
+    {scores_labels}
     n_bootstrap
         Number of bootstrap resamples; ``0`` returns NaN bounds.
     seed
@@ -172,15 +179,13 @@ def _clopper_pearson_upper(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return np.where(k >= n, 1.0, up)
 
 
+@doc_params(scores_labels=_DOC_SCORES_LABELS)
 def epsilon_lower_bound_roc(scores, labels, *, delta: float = 1e-5, confidence: float | None = 0.95) -> float:
     """Largest epsilon lower bound over all thresholds of an attack's ROC curve.
 
     Parameters
     ----------
-    scores
-        Attack scores; higher means "member".
-    labels
-        1 for members, 0 for non-members.
+    {scores_labels}
     delta
         The delta of (epsilon, delta)-DP.
     confidence
