@@ -26,11 +26,13 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -44,8 +46,10 @@ $(VENV)/.docs: $(VENV)/.installed
 docs: $(VENV)/.docs
 	SCFORGET_OFFLINE_DOCS=1 $(BIN)/sphinx-build -M html docs docs/_build -W --keep-going
 
+# The benchmark scripts in benchmarks/ (quick settings; see each script's --help for the full run).
 bench: install
-	$(BIN)/python benchmarks/bench_unlearn.py
+	$(BIN)/python benchmarks/bench_fisher.py --quick --threads 1 --out $(OUT)/bench/fisher.md
+	$(BIN)/python benchmarks/bench_audit.py --quick --out $(OUT)/bench/audit.md
 
 clean:
 	rm -rf docs/_build docs/generated docs/tutorials $(OUT)

@@ -289,3 +289,63 @@ def test_unlearnability_on_stock_model_says_cost_is_unknown(pbmc_small, dc_split
     stock = train_tiny(scvi.model.SCVI, pbmc_small, dc_split, max_epochs=2)
     u = fisher.unlearnability(stock, dc_split.forget, dc_split.retain[::4], n_null=2, progress_bar=False)
     assert np.isnan(u.retrain_seconds) and "unknown" in str(u)
+
+
+class _Scale(torch.nn.Module):
+    """y = x * w: a layer without a built-in sampler."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(0.5, 1.5, d))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+def test_registered_sampler_is_used_and_matches_the_loop():
+    from scforget.fisher import _samplers
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4), _Scale(4), torch.nn.Linear(4, 3))
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+
+    def loss(module, t):
+        return torch.nn.functional.cross_entropy(module(t["x"]), t["y"], reduction="none")
+
+    batches = [{"x": x[:25], "y": y[:25]}, {"x": x[25:], "y": y[25:]}]
+    before = fisher.module_diagonal(net, batches, per_cell_loss=loss)
+    assert before.engines["1.weight"] != "hook"  # no sampler yet: a generic fallback
+    try:
+
+        @fisher.register_sampler(_Scale)
+        def _scale(layer, a, g, with_sum):
+            gw = g * a
+            return {"weight": (gw.square().sum(0), gw.sum(0) if with_sum else None)}
+
+        fast = fisher.module_diagonal(net, batches, per_cell_loss=loss)
+    finally:
+        _samplers._SAMPLERS.pop(_Scale, None)
+    loop = fisher.module_diagonal(net, batches, per_cell_loss=loss, engine="loop")
+    assert fast.engines["1.weight"] == "hook"
+    for k in loop:
+        torch.testing.assert_close(fast[k], loop[k], rtol=1e-5, atol=1e-10)
+        torch.testing.assert_close(before[k], loop[k], rtol=1e-5, atol=1e-10)
+
+
+def test_classifier_baseline_keeps_counts_sparse(scvi_model, monkeypatch):
+    import scipy.sparse as sparse
+
+    from scforget.fisher import _classifier
+
+    model, split = scvi_model
+    seen = []
+    real = _classifier._log_normalised
+    monkeypatch.setattr(_classifier, "_log_normalised", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    fisher.classifier_baseline(
+        model.adata, "cell_type", "DC", model=model, cells=split.retain[::3].tolist() + split.forget.tolist(),
+        max_iter=5, n_null=1, n_hidden=16,
+    )  # fmt: skip
+    (x,) = seen
+    assert sparse.issparse(x) and x.dtype == np.float32  # never the dense float64 cell x gene matrix
+    dense = np.log1p(model.adata.X.toarray() / model.adata.X.toarray().sum(1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(x.toarray(), dense, rtol=1e-5, atol=1e-6)

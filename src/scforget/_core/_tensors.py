@@ -29,12 +29,25 @@ def n_cells(tensors: dict[str, Any]) -> int:
     return int(next(v for v in tensors.values() if isinstance(v, torch.Tensor)).shape[0])
 
 
+class Minibatches:
+    """Minibatches of a scvi-tools data loader moved to a device; has a length, so progress bars can count."""
+
+    def __init__(self, loader, device=None):
+        self.loader, self.device = loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for tensors in self.loader:
+            yield tensors if self.device is None else tensors_to(tensors, self.device)
+
+
 def minibatches(
     model: BaseModelClass, positions: np.ndarray, *, batch_size: int = 1024, device=None, shuffle: bool = False
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Minibatches:
     """Minibatches of the cells at ``positions`` of ``model.adata`` from scvi-tools' own data loader."""
     loader = _compat.make_data_loader(
         model, indices=np.asarray(positions, dtype=np.int64), batch_size=int(batch_size), shuffle=shuffle
     )
-    for tensors in loader:
-        yield tensors if device is None else tensors_to(tensors, device)
+    return Minibatches(loader, device)

@@ -13,16 +13,18 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 
 def check_bool(value: Any, argument: str) -> bool:
     """``value`` if it is a bool (or numpy bool); a ``TypeError`` naming ``argument`` otherwise."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool | np.bool_):
         return bool(value)
     raise TypeError(f"`{argument}` must be True or False; got {value!r} ({type(value).__name__}).")
 
 
 def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 def check_int(
@@ -65,7 +67,7 @@ def check_number(
     if value is None and allow_none:
         return None
     none = " or None" if allow_none else ""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or type(value).__name__ == "bool_":
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
         raise TypeError(f"`{argument}` must be a number{none}; got {value!r} ({type(value).__name__}).")
     v = float(value)
     if math.isnan(v) or (math.isinf(v) and not allow_inf):

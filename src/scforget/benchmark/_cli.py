@@ -94,22 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet() -> None:
-    """Keep the terminal to our own lines: Lightning's banners and tips add nothing here."""
-    import logging
-    import warnings
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scforget`` console script."""
     args = build_parser().parse_args(argv)
-    _quiet()
     try:
         return args.func(args)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as e:

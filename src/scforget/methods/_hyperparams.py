@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
+
 from scforget._core import check_bool, check_int, check_number
 
 
@@ -136,7 +138,7 @@ def _matches(value: Any, annotation: Any) -> bool:
             return False
         return True
     if annotation is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+        return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
     if annotation is str:
         return isinstance(value, str)
     if origin in (cabc.Sequence, list, tuple, cabc.Iterable):

@@ -66,7 +66,7 @@ def finish(obj: Axes | list[Axes], *, writekey: str, show: bool | None, save: bo
     if save:
         path = figure_path(writekey, save)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=sc.settings.dpi_save, bbox_inches="tight")
+        fig.savefig(path, bbox_inches="tight")  # dpi: matplotlib's savefig.dpi, which sc.set_figure_params sets
     if sc.settings.autoshow if show is None else show:
         plt.show()
         return None

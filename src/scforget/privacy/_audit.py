@@ -224,7 +224,7 @@ def audit(
         else:
             n_reference = check_int(n_reference, "n_reference", minimum=1)
             epochs = L.reference_epochs_of(model, reference_epochs)
-    check_counts(model, np.union1d(mem, non))
+    check_counts(model)  # every cell may be read: candidates, distance references, LiRA training sets
     info: dict = {"classifier": classifier, "n_folds": n_folds, "k": k, "model": describe_model(model), "timings": {}}
     design = _Design(
         members=mem,
