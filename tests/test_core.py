@@ -192,3 +192,10 @@ def test_warnings_filter_does_not_leak(trained_scvi, dc_split):
     before = list(warnings.filters)
     trained_scvi.unlearn(dc_split.forget, max_epochs=1, enable_progress_bar=False)
     assert warnings.filters == before
+
+
+def test_warnings_point_at_the_callers_line(trained_scvi, dc_split):
+    forget = np.concatenate([dc_split.forget, dc_split.holdout])  # some never trained on: a warning
+    with pytest.warns(UserWarning, match="never training cells") as record:
+        trained_scvi.unlearn(forget, max_epochs=1, enable_progress_bar=False)
+    assert record[0].filename == __file__

@@ -41,6 +41,7 @@ from ._seed import fork_rng, resolve_seed, rng_devices, seeded
 from ._tensors import minibatches, n_cells, slice_tensors, tensors_to
 from ._validate import accepted_keywords, check_bool, check_choice, check_int, check_number, close_matches
 from ._versions import package_versions
+from ._warn import warn
 
 __all__ = [
     "AUDIT_CLASSES",
@@ -96,4 +97,5 @@ __all__ = [
     "training_positions",
     "training_recipe",
     "validation_positions",
+    "warn",
 ]

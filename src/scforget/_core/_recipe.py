@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
+
+from ._warn import warn
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -83,11 +84,9 @@ def record_training_call(
     plan_kwargs = dict(recipe.get("plan_kwargs") or {})
     for k, v in list(plan_kwargs.items()):
         if not (v is None or isinstance(v, bool | int | float | str)):
-            warnings.warn(
+            warn(
                 f"plan_kwargs[{k!r}] is not a plain value and is not recorded in the training recipe; "
-                "retraining will use the default.",
-                UserWarning,
-                stacklevel=3,
+                "retraining will use the default."
             )
             del plan_kwargs[k]
     recipe["plan_kwargs"] = plan_kwargs

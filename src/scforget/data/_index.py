@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pandas as pd
+
+from scforget._core import warn
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -217,9 +218,5 @@ def _empty(argument: str) -> np.ndarray:
 def _dedupe(pos: np.ndarray, argument: str) -> np.ndarray:
     uniq = np.unique(pos)
     if uniq.size < pos.size:
-        warnings.warn(
-            f"`{argument}` lists {pos.size - uniq.size} cell(s) more than once; duplicates were removed.",
-            UserWarning,
-            stacklevel=3,
-        )
+        warn(f"`{argument}` lists {pos.size - uniq.size} cell(s) more than once; duplicates were removed.")
     return uniq.astype(np.int64)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from scforget._core import check_int, close_matches, never_trained
+from scforget._core import check_int, close_matches, never_trained, warn
 
 from ._index import CellSpec, as_positions
 
@@ -105,11 +104,7 @@ def matched_negatives(
         cand = as_positions(pool, names, argument="pool")
         dropped = np.setdiff1d(cand, allowed)
         if dropped.size:
-            warnings.warn(
-                f"{dropped.size} cell(s) of `pool` were trained or validated on, or are members; they were dropped.",
-                UserWarning,
-                stacklevel=2,
-            )
+            warn(f"{dropped.size} cell(s) of `pool` were trained or validated on, or are members; they were dropped.")
         cand = np.intersect1d(cand, allowed)
     if cand.size == 0:
         raise ValueError(
@@ -118,7 +113,7 @@ def matched_negatives(
         )
     kk = min(int(k), cand.size)
     if kk < k:
-        warnings.warn(f"Only {cand.size} pool cells; using k={kk}.", UserWarning, stacklevel=2)
+        warn(f"Only {cand.size} pool cells; using k={kk}.")
     z_mem = model.get_latent_representation(indices=mem, give_mean=True, batch_size=batch_size)
     z_pool = model.get_latent_representation(indices=cand, give_mean=True, batch_size=batch_size)
     nn = NearestNeighbors(n_neighbors=kk).fit(z_pool)

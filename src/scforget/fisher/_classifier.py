@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from scforget._core import check_int, check_number, resolve_seed
+from scforget._core import check_int, check_number, resolve_seed, warn
 
 from ._engine import module_diagonal
 from ._overlap import complement, overlap_table
@@ -64,11 +64,9 @@ def _log_normalised(adata: AnnData, genes: pd.Index | None, layer: str | None) -
         x = np.array(x, dtype=np.float32)
         values = x
     if (values < 0).any() or not np.allclose(values, np.round(values)):
-        warnings.warn(
+        warn(
             "The classifier input does not look like raw counts; it is normalised to 10,000 per cell and "
-            "log1p-transformed as if it were. Pass `layer=` with counts.",
-            UserWarning,
-            stacklevel=3,
+            "log1p-transformed as if it were. Pass `layer=` with counts."
         )
     total = np.asarray(x.sum(1)).reshape(-1)
     scale = (1e4 / np.where(total > 0, total, 1.0)).astype(np.float32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +26,7 @@ from scforget._core import (
     resolve_seed,
     seeded,
     tensors_to,
+    warn,
 )
 
 from ._samplers import sampler_for
@@ -429,11 +429,9 @@ class _Vectorised:
                 return
             except RuntimeError as err:
                 self.jacobian_ok = False
-                warnings.warn(
+                warn(
                     f"Batched per-cell gradients failed on {type(self.module).__name__} ({err}); using a per-cell "
-                    f"loop for {len(names)} parameter tensor(s) (slower, same result).",
-                    UserWarning,
-                    stacklevel=5,
+                    f"loop for {len(names)} parameter tensor(s) (slower, same result)."
                 )
         sq, _, seen = _loop_sums(self.fn, self.module, names, self.params, tensors)
         for k in seen:

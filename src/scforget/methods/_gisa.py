@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from scvi.dataloaders import AnnDataLoader
 
@@ -101,7 +102,7 @@ class GISAPlan(UnlearningTrainingPlan):
     # -- importance ------------------------------------------------------------------------------
     def importance(self, adata_manager, positions) -> dict[str, torch.Tensor]:
         """Per-sample diagonal Fisher of the negative ELBO over at most ``n_importance_cells`` random ``positions``."""
-        positions = torch.as_tensor(positions)
+        positions = torch.as_tensor(np.array(positions, dtype=np.int64))
         if positions.numel() > self.n_importance_cells:
             positions = positions[torch.randperm(positions.numel())[: self.n_importance_cells]].sort().values
         loader = AnnDataLoader(adata_manager, indices=positions.numpy(), batch_size=128, shuffle=False)

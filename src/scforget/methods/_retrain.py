@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scforget._core import drop_last_for_batchnorm, fresh_model, recipe_train_kwargs
+from scforget._core import drop_last_for_batchnorm, fresh_model, recipe_train_kwargs, warn
 
 from ._context import UnlearnContext
 from ._hyperparams import TRAINING_PLAN_BOUNDS
@@ -37,12 +36,10 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
     """
     recipe = ctx.recipe
     if recipe.get("inferred"):
-        warnings.warn(
+        warn(
             "The model does not record how it was trained (a stock scvi-tools model); retraining with "
             f"{ctx.max_epochs} epochs (from its history), batch_size={ctx.batch_size} and default plan "
-            "arguments. Train with scforget.model classes to record the recipe.",
-            UserWarning,
-            stacklevel=4,
+            "arguments. Train with scforget.model classes to record the recipe."
         )
     fresh = fresh_model(model)
     n_obs = model.adata.n_obs

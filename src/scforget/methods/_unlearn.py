@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -26,6 +25,7 @@ from scforget._core import (
     training_positions,
     training_recipe,
     validation_positions,
+    warn,
 )
 from scforget.data import as_positions
 
@@ -210,11 +210,9 @@ def unlearn(
     train = training_positions(model)
     never = np.setdiff1d(forget_pos, train)
     if never.size:
-        warnings.warn(
+        warn(
             f"{never.size} of the {forget_pos.size} forget cells were never training cells of this model; "
-            "they are excluded (there is nothing to forget for them).",
-            UserWarning,
-            stacklevel=2,
+            "they are excluded (there is nothing to forget for them)."
         )
         forget_pos = np.intersect1d(forget_pos, train)
         if forget_pos.size == 0:
