@@ -240,3 +240,29 @@ def test_dense_counts_are_checked_too(pbmc_small, dc_split):
     pbmc_small.X[3, 4] = -1.0
     with pytest.raises(ValueError, match="negative"):
         model.unlearn(dc_split.forget, max_epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"k": True}, TypeError, "`k`"),
+        ({"n_folds": True}, TypeError, "`n_folds`"),
+        ({"n_bootstrap": 10.0}, TypeError, "`n_bootstrap`"),
+        ({"seed": True}, TypeError, "`seed`"),
+        ({"matched": "yes"}, TypeError, "`matched`"),
+        ({"include_names": 1}, TypeError, "`include_names`"),
+        ({"progress_bar": None}, TypeError, "`progress_bar`"),
+        ({"classifier": "svm"}, ValueError, "`classifier`"),
+    ],
+)
+def test_audit_refuses_bad_flags_and_counts(trained_scvi, dc_split, guard, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sf.audit(trained_scvi, members=dc_split.forget, nonmembers=dc_split.holdout, **kwargs)
+    guard()
+
+
+def test_methods_namespace_holds_what_users_call():
+    public = set(sf.methods.__all__)
+    assert {"unlearn", "available", "register", "get_method", "verify_forgotten", "training_recipe"} <= public
+    assert not public & {"clone_model", "check_model", "frozen_batchnorm", "UnlearningTrainingPlan"}
+    assert all(not name.startswith("_") for name in public)

@@ -283,7 +283,8 @@ def overlap(
     Parameters
     ----------
     model
-        A trained scvi-tools VAE model.
+        A trained :class:`~scvi.model.SCVI`, :class:`~scvi.model.CondSCVI` or :class:`~scvi.model.SCANVI`
+        (or a scforget subclass).
     forget
         The forget cells.
     retain

@@ -87,7 +87,8 @@ def unlearnability(
     Parameters
     ----------
     model
-        A trained scvi-tools VAE model.
+        A trained :class:`~scvi.model.SCVI`, :class:`~scvi.model.CondSCVI` or :class:`~scvi.model.SCANVI`
+        (or a scforget subclass).
     forget
         The cells to forget.
     retain

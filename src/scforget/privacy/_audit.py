@@ -96,7 +96,7 @@ def audit(
     ----------
     model
         A trained :class:`scvi.model.SCVI`, :class:`~scvi.model.CondSCVI`, :class:`~scvi.model.SCANVI`
-        or scforget model. It is not modified.
+        or :class:`~scvi.model.TOTALVI` (or a scforget subclass). It is not modified.
     adata
         Optional AnnData holding the same cells as ``model.adata`` (used for ``groupby`` columns).
     members

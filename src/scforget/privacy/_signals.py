@@ -152,7 +152,7 @@ def signals(
     ----------
     model
         A trained :class:`scvi.model.SCVI`, :class:`~scvi.model.CondSCVI`, :class:`~scvi.model.SCANVI`
-        or scforget model.
+        or :class:`~scvi.model.TOTALVI` (or a scforget subclass).
     cells
         Cells to score (positions, mask, obs names or boolean Series); all cells when ``None``.
     n_samples
