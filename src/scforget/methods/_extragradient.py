@@ -205,10 +205,15 @@ class ExtraGradientPlan(CriticTrainingPlan):
         self._stale = 0
 
     def configure_optimizers(self):
-        """Optimisers from scvi-tools' optimiser creator: the VAE's (``lr``, scheduled) and the critics' (``critic_lr``)."""
+        """The VAE's optimiser from scvi-tools' optimiser creator (``lr``, scheduled); the critics' own Adam.
+
+        The critics are the method's internal adversary, not the model: they keep Adam at
+        ``critic_lr`` with PyTorch's defaults whatever ``optimizer`` says (scvi-tools' ``eps=0.01``
+        would slow the fast player of the two-timescale game).
+        """
         return self.manual_optimizers(
             self.make_optimizer(self.module.parameters(), self.lr),
-            self.make_optimizer(self.critics.parameters(), self.critic_lr),
+            torch.optim.Adam(self.critics.parameters(), lr=self.critic_lr),
         )
 
     def attach_cells(self, cells) -> None:
