@@ -274,7 +274,10 @@ def test_anndata_with_different_genes_fails(trained_scvi, pbmc_small, dc_split):
 def test_available_lists_methods():
     table = sf.methods.available()
     assert {"retrain", "finetune"} <= set(table["name"])
-    assert list(table.columns) == ["name", "kind", "description", "reference", "parameters"]
+    assert list(table.columns) == ["name", "kind", "guarantee", "designs", "description", "reference", "parameters"]
+    guarantees = table.set_index("name")["guarantee"]
+    assert guarantees["retrain"] == "exact" and guarantees["finetune"] == "approximate"
+    assert guarantees["dpsgd"] == "(epsilon, delta)-DP"
     assert table.set_index("name").loc["retrain", "kind"] == "exact"
 
 

@@ -32,6 +32,7 @@ from ._quiet import quiet_training
 from ._recipe import (
     DEFAULT_BATCH_SIZE,
     RECIPE_ATTR,
+    default_max_epochs,
     estimate_retrain_seconds,
     recipe_train_kwargs,
     record_training_call,
@@ -63,6 +64,7 @@ __all__ = [
     "close_matches",
     "copy_bookkeeping",
     "decode",
+    "default_max_epochs",
     "doc_params",
     "drop_last_for_batchnorm",
     "estimate_retrain_seconds",

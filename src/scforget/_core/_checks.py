@@ -31,7 +31,29 @@ def _supported_text(names: Sequence[str]) -> str:
     return ", ".join(f"scvi.model.{n}" for n in names) + " (and their scforget.model subclasses)"
 
 
-def check_model(model: Any, *, supported: Sequence[str], task: str, argument: str = "model") -> None:
+def _check_ensemble(model: Any, *, task: str, argument: str, designs: Sequence[str]) -> None:
+    """Checks of a model built for deletion that is not itself a scvi-tools model (an ensemble of them)."""
+    design = model.deletion_design
+    if design not in designs:
+        raise TypeError(
+            f"{task.capitalize()} does not support a {type(model).__name__} (a {design} ensemble) as a whole; "
+            f"use one of its models (e.g. `{argument}.shards[0]`)."
+        )
+    if getattr(model, "adata", None) is None:
+        raise ValueError(f"`{argument}` has no AnnData; load it with the data it was trained on.")
+    if not getattr(model, "is_trained_", False):
+        raise RuntimeError(f"`{argument}` is not trained yet; call `{argument}.train()` first.")
+    recorded = getattr(model, CELL_ORDER_ATTR, None)
+    if recorded is not None and recorded != cell_order_digest(model.adata.obs_names):
+        raise ValueError(
+            f"The cells of `{argument}`'s AnnData are not the ones, in the same order, that it was trained with. "
+            "Load it with the AnnData it was trained on, with the cells in their original order."
+        )
+
+
+def check_model(
+    model: Any, *, supported: Sequence[str], task: str, argument: str = "model", designs: Sequence[str] = ()
+) -> None:
     """Raise a clear error unless ``model`` is a trained scvi-tools model that ``task`` supports.
 
     Checks, in order: the class (one of ``supported``), the AnnData (present, full counts, the genes it
@@ -48,8 +70,14 @@ def check_model(model: Any, *, supported: Sequence[str], task: str, argument: st
         used in messages.
     argument
         Name of the user-facing argument, used in messages.
+    designs
+        Ensembles built for deletion (``deletion_design`` of the object, e.g. ``"sharded"``) accepted
+        as a whole; their member models are checked when they are built.
     """
     from scvi.model.base import BaseModelClass
+
+    if not isinstance(model, BaseModelClass) and getattr(model, "deletion_design", None) is not None:
+        return _check_ensemble(model, task=task, argument=argument, designs=designs)
 
     if not isinstance(model, BaseModelClass):
         raise TypeError(

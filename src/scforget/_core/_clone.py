@@ -23,15 +23,17 @@ def init_kwargs(model: BaseModelClass) -> dict:
     return kwargs
 
 
-def fresh_model(model: BaseModelClass) -> BaseModelClass:
+def fresh_model(model: BaseModelClass, **overrides) -> BaseModelClass:
     """A newly initialised model of the same class and architecture on the same AnnData and registration.
 
-    The model's own data manager is used even when the AnnData was copied and set up again since
-    (scvi-tools would otherwise refuse the original AnnData), and the class's record of managers is
-    left as it was.
+    ``overrides`` replace constructor arguments (e.g. LayerNorm instead of BatchNorm). The model's own
+    data manager is used even when the AnnData was copied and set up again since (scvi-tools would
+    otherwise refuse the original AnnData), and the class's record of managers is left as it was.
     """
+    if callable(getattr(model, "fresh", None)) and not overrides:  # ensembles build their own members
+        return model.fresh()
     with _compat.manager_in_use(model):
-        return type(model)(model.adata, **init_kwargs(model))
+        return type(model)(model.adata, **{**init_kwargs(model), **overrides})
 
 
 def copy_bookkeeping(src: BaseModelClass, dst: BaseModelClass) -> None:
@@ -47,8 +49,11 @@ def clone_model(model: BaseModelClass) -> BaseModelClass:
     """An independent copy of a trained model sharing the same (unmodified) AnnData.
 
     Weights, buffers, training indices, history and every public attribute ending in ``_`` are
-    copied; the clone is put in eval mode on the source model's device.
+    copied; the clone is put in eval mode on the source model's device. Ensembles built for deletion
+    copy themselves (``model.copy()``).
     """
+    if callable(getattr(model, "copy", None)) and getattr(model, "deletion_design", None) == "sharded":
+        return model.copy()
     new = fresh_model(model)
     new.module.load_state_dict(copy.deepcopy(model.module.state_dict()))
     copy_bookkeeping(model, new)

@@ -100,6 +100,13 @@ def recipe_train_kwargs(recipe: dict[str, Any]) -> dict[str, Any]:
     return {k: recipe[k] for k in TRAIN_KEYWORDS if k in recipe}
 
 
+def default_max_epochs(n_obs: int) -> int:
+    """scvi-tools' heuristic number of epochs for ``n_obs`` cells (what ``train(max_epochs=None)`` uses)."""
+    from scforget import _compat
+
+    return _compat.default_max_epochs(n_obs)
+
+
 def estimate_retrain_seconds(model: BaseModelClass, n_retain: int) -> float | None:
     """Wall time of retraining on ``n_retain`` cells with the model's recipe, from its recorded training.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-_PACKAGES = ("scforget", "scvi-tools", "torch", "lightning", "anndata", "numpy")
+_PACKAGES = ("scforget", "scvi-tools", "torch", "lightning", "anndata", "numpy", "opacus")
 
 
 def package_versions() -> dict[str, str]:

@@ -27,6 +27,8 @@ from ._extragradient import extragradient_step  # isort: skip
 from . import _ssd  # isort: skip
 from . import _fisher_forgetting  # isort: skip
 from . import _relative_fisher  # isort: skip
+from . import _dpsgd  # isort: skip
+from . import _sisa  # isort: skip
 
 __all__ = [
     "Bound",

@@ -63,6 +63,7 @@ def make_record(
     *,
     method: str,
     kind: str,
+    guarantee: str,
     params: dict,
     forget_names: Iterable[str],
     n_forget: int,
@@ -80,6 +81,7 @@ def make_record(
         {
             "method": method,
             "kind": kind,
+            "guarantee": guarantee,
             "params": params,
             "n_forget": n_forget,
             "n_retain": n_retain,

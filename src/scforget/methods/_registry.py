@@ -61,6 +61,14 @@ class MethodSpec:
         Whether the method trains (``max_epochs > 0`` is meaningful).
     manual_optimization
         Whether the plan optimises manually (Lightning's ``gradient_clip_val`` cannot apply).
+    guarantee
+        What the method promises: ``"exact"`` (the result is what training without the forgotten cells
+        gives), ``"(epsilon, delta)-DP"`` or ``"approximate"``.
+    designs
+        The kinds of model the method runs on: ``"scvi"`` (a trained scVI/CondSCVI), ``"sharded"``
+        (:class:`scforget.model.ShardedSCVI`), ``"adapters"`` (:class:`scforget.model.AdapterSCVI`).
+    check
+        ``check(model, params)`` raising before any work when the method cannot run on ``model``.
     """
 
     name: str
@@ -77,6 +85,9 @@ class MethodSpec:
     bounds: Mapping[str, Bound] = field(default_factory=dict)
     accepts_epochs: bool = True
     manual_optimization: bool = False
+    guarantee: str = "approximate"
+    designs: tuple[str, ...] = ("scvi",)
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise before any work if a hyper-parameter has the wrong type or lies outside its range."""
@@ -150,6 +161,9 @@ def register(
     extra_annotations: Iterable[Callable] = (),
     bounds: Mapping[str, Bound] | None = None,
     accepts_epochs: bool | None = None,
+    guarantee: str | None = None,
+    designs: Iterable[str] = ("scvi",),
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None,
     runner: Callable[[type], RunFunction] | None = None,
     overwrite: bool = False,
 ) -> MethodSpec:
@@ -188,6 +202,13 @@ def register(
     accepts_epochs
         Whether ``max_epochs > 0`` is meaningful for a ``function``; defaults to ``True`` unless
         ``default_epochs`` gives 0 epochs.
+    guarantee
+        ``"exact"``, ``"(epsilon, delta)-DP"`` or ``"approximate"``; defaults to ``"exact"`` for
+        ``kind="exact"`` and ``"approximate"`` otherwise.
+    designs
+        Kinds of model the method runs on (see :class:`MethodSpec`).
+    check
+        ``check(model, params)``, run by :func:`scforget.unlearn` before any work.
     runner
         For ``plan``: a factory ``runner(plan) -> run`` replacing the default TrainRunner-based runner
         (e.g. to prepare data a plan needs before training).
@@ -232,8 +253,11 @@ def register(
             "bounds": dict(bounds or {}),
             "accepts_epochs": (epochs(100) > 0) if accepts_epochs is None else bool(accepts_epochs),
         }
+    spec_kw["guarantee"] = guarantee or ("exact" if spec_kw["kind"] == "exact" else "approximate")
     spec = MethodSpec(
         name=name,
+        designs=tuple(designs),
+        check=check,
         description=description,
         reference=reference,
         params=params,
@@ -265,20 +289,23 @@ def available() -> pd.DataFrame:
 
     Returns
     -------
-    One row per method with columns ``name``, ``kind``, ``description``, ``reference`` and
-    ``parameters`` (the method's hyper-parameters with their defaults).
+    One row per method with columns ``name``, ``kind``, ``guarantee``, ``designs``, ``description``,
+    ``reference`` and ``parameters`` (the method's hyper-parameters with their defaults).
     """
     rows = [
         {
             "name": s.name,
             "kind": s.kind,
+            "guarantee": s.guarantee,
+            "designs": ", ".join(s.designs),
             "description": s.description,
             "reference": s.reference,
             "parameters": ", ".join(f"{k}={s.defaults.get(k)!r}" for k in s.shown),
         }
         for s in _REGISTRY.values()
     ]
-    return pd.DataFrame(rows, columns=["name", "kind", "description", "reference", "parameters"])
+    columns = ["name", "kind", "guarantee", "designs", "description", "reference", "parameters"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def default_params(spec: MethodSpec) -> dict[str, Any]:

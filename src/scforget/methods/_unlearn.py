@@ -107,6 +107,24 @@ def _check_scheduler(spec: MethodSpec, params: dict, validation: np.ndarray) -> 
         )
 
 
+def _check_design(model: Any, spec: MethodSpec) -> None:
+    """Refuse a method on a kind of model it does not run on, naming the methods that do."""
+    from ._registry import _REGISTRY
+
+    design = getattr(model, "deletion_design", None) or "scvi"
+    if design in spec.designs:
+        return
+    fitting = sorted(s.name for s in _REGISTRY.values() if design in s.designs)
+    if design == "scvi":
+        needs = {"sharded": "scforget.model.ShardedSCVI", "adapters": "scforget.model.AdapterSCVI"}
+        built = " or ".join(needs.get(d, d) for d in spec.designs)
+        raise TypeError(f"Method {spec.name!r} needs a model built for deletion ({built}); this is a plain model.")
+    raise TypeError(
+        f"A {type(model).__name__} is unlearned with {', '.join(map(repr, fitting))}; method {spec.name!r} does not "
+        "apply to it."
+    )
+
+
 def _retain_positions(retain: CellSpec | None, train: np.ndarray, forget: np.ndarray, names) -> np.ndarray:
     if retain is None:
         out = np.setdiff1d(train, forget)
@@ -196,9 +214,10 @@ def unlearn(
     'finetune'
     """
     # ---- validation, before any work ----
-    check_model(model, supported=UNLEARN_CLASSES, task="unlearning")
+    check_model(model, supported=UNLEARN_CLASSES, task="unlearning", designs=("sharded",))
     inplace = check_bool(inplace, "inplace")
     spec = get_method(method)
+    _check_design(model, spec)
     params, trainer_kwargs = _route_kwargs(spec, plan_kwargs, kwargs)
     spec.check_params(params)
     batch_size = check_int(batch_size, "batch_size", minimum=1, allow_none=True)
@@ -233,12 +252,15 @@ def unlearn(
     if spec.kind == "training" and max_epochs < 1:
         raise ValueError(f"`max_epochs` must be at least 1 for training-based methods; got {max_epochs}.")
     batch_size = int(recipe.get("batch_size") or 128) if batch_size is None else batch_size
-    if max_epochs > 0 and has_batchnorm(model.module) and (batch_size < 2 or retain_pos.size < 2):
+    module = getattr(model, "module", None)
+    if max_epochs > 0 and module is not None and has_batchnorm(module) and (batch_size < 2 or retain_pos.size < 2):
         raise ValueError(
             f"Training with BatchNorm needs at least two cells per minibatch, but `batch_size`={batch_size} and "
             f"{retain_pos.size} retain cell(s). Use a `batch_size` of at least 2 and keep at least two retain cells."
         )
     _check_scheduler(spec, params, validation)
+    if spec.check is not None:
+        spec.check(model, params)
     check_counts(model)
 
     # ---- work ----
@@ -265,11 +287,13 @@ def unlearn(
     target.train_indices = np.setdiff1d(train, forget_pos)
     target.validation_indices = original["validation_indices"]
     target.test_indices = original["test_indices"]
-    target.module.eval()
+    if hasattr(target, "module"):
+        target.module.eval()
     record_cell_order(target)
     record = make_record(
         method=spec.name,
         kind=spec.kind,
+        guarantee=spec.guarantee,
         params={**default_params(spec), **params},
         forget_names=names[forget_pos],
         n_forget=int(forget_pos.size),

@@ -146,7 +146,7 @@ def audit(
     >>> report.summary()
     """
     # ---- validation, before any work ----
-    check_model(model, supported=AUDIT_CLASSES, task="auditing")
+    check_model(model, supported=AUDIT_CLASSES, task="auditing", designs=("sharded",))
     matched = check_bool(matched, "matched")
     include_names = check_bool(include_names, "include_names")
     progress_bar = check_bool(progress_bar, "progress_bar")
@@ -215,7 +215,13 @@ def audit(
             if not reference_models:
                 raise ValueError("`reference_models` is empty; pass trained models or None to train references.")
             for i, ref in enumerate(reference_models):
-                check_model(ref, supported=AUDIT_CLASSES, task="auditing", argument=f"reference_models[{i}]")
+                check_model(
+                    ref,
+                    supported=AUDIT_CLASSES,
+                    task="auditing",
+                    argument=f"reference_models[{i}]",
+                    designs=("sharded",),
+                )
                 if not ref.adata.obs_names.equals(names):
                     raise ValueError(
                         f"`reference_models[{i}]` is set up on different cells than the audited model; reference "

@@ -95,7 +95,8 @@ def train_reference_models(
                 enable_model_summary=False,
                 **kwargs,
             )
-        ref.module.eval()
+        if hasattr(ref, "module"):
+            ref.module.eval()
         refs.append(ref)
     return refs
 

@@ -63,6 +63,17 @@ def compute_raw(
     Returns a dict with ``mean`` and ``var`` (cells x latent) and, unless ``encoder_only``,
     ``recon_ll``, ``kl`` and optionally ``marginal_ll`` (one value per cell).
     """
+    if callable(getattr(model, "audit_signals", None)):  # an ensemble combines its members' signals
+        return model.audit_signals(
+            positions,
+            n_samples=n_samples,
+            marginal_ll=marginal_ll,
+            n_mc_samples=n_mc_samples,
+            encoder_only=encoder_only,
+            batch_size=batch_size,
+            seed=seed,
+            progress_bar=progress_bar,
+        )
     module = model.module
     was_training = module.training
     module.eval()
@@ -190,7 +201,7 @@ def signals(
     >>> sig = scforget.privacy.signals(model, split.forget)
     >>> sig[["recon_ll", "kl", "knn_distance"]].describe()
     """
-    check_model(model, supported=AUDIT_CLASSES, task="membership signals")
+    check_model(model, supported=AUDIT_CLASSES, task="membership signals", designs=("sharded",))
     n_samples = check_int(n_samples, "n_samples", minimum=0)
     k = check_int(k, "k", minimum=1)
     n_mc_samples = check_int(n_mc_samples, "n_mc_samples", minimum=1)
