@@ -10,6 +10,7 @@ from scforget._core import drop_last_for_batchnorm, fresh_model, recipe_train_kw
 
 from ._context import UnlearnContext
 from ._hyperparams import TRAINING_PLAN_BOUNDS
+from ._private import PRIVACY_ATTR, train_private
 from ._registry import register
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
     """Replace ``model``'s weights by those of a fresh model trained on the retain cells only.
 
     The fresh model has the same class, architecture and AnnData registration, and is trained with
-    the input model's recipe (epochs, batch size, plan arguments; see
+    the input model's recipe (for a model trained with DP-SGD, DP-SGD with the same budget; epochs,
+    batch size, plan arguments; see
     :func:`~scforget.methods.training_recipe`) on ``context.retain``, validating on
     ``context.validation``. The forget cells are never shown to it, so the result is exact
     unlearning by construction; use several seeds to get the retrain reference distribution.
@@ -42,7 +44,37 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
             "arguments. Train with scforget.model classes to record the recipe."
         )
     fresh = fresh_model(model)
-    n_obs = model.adata.n_obs
+    private = getattr(model, PRIVACY_ATTR, None)
+    if private:
+        # the model was trained with DP-SGD: retrain it the same way, with the same budget
+        ctx.info["privacy"] = train_private(
+            fresh,
+            ctx.retain,
+            ctx.validation,
+            target_epsilon=private["target_epsilon"],
+            target_delta=private["delta"],
+            max_grad_norm=private["max_grad_norm"],
+            max_epochs=ctx.max_epochs,
+            batch_size=ctx.batch_size,
+            accountant=private["accountant"],
+            plan_kwargs={**recipe.get("plan_kwargs", {}), **plan_kwargs},
+            seed=ctx.seed,
+            accelerator=ctx.accelerator,
+            devices=ctx.devices,
+            trainer_kwargs=ctx.trainer_kwargs,
+        )
+        setattr(model, PRIVACY_ATTR, ctx.info["privacy"])
+    else:
+        _train_with_recipe(fresh, ctx, recipe, plan_kwargs)
+    model.module.load_state_dict(fresh.module.state_dict())
+    model.module.eval()
+    model.history_ = fresh.history_
+    ctx.info["epochs_run"] = len(next(iter(fresh.history_.values()))) if fresh.history_ else ctx.max_epochs
+    ctx.info["recipe_inferred"] = bool(recipe.get("inferred"))
+
+
+def _train_with_recipe(fresh: BaseModelClass, ctx: UnlearnContext, recipe: dict, plan_kwargs: dict) -> None:
+    n_obs = fresh.adata.n_obs
     rest = np.setdiff1d(np.arange(n_obs), np.union1d(ctx.retain, ctx.validation))
     train_kwargs = recipe_train_kwargs(recipe)
     train_kwargs.update(ctx.trainer_kwargs)
@@ -59,11 +91,6 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
         datasplitter_kwargs=splitter,
         **train_kwargs,
     )
-    model.module.load_state_dict(fresh.module.state_dict())
-    model.module.eval()
-    model.history_ = fresh.history_
-    ctx.info["epochs_run"] = len(next(iter(fresh.history_.values()))) if fresh.history_ else ctx.max_epochs
-    ctx.info["recipe_inferred"] = bool(recipe.get("inferred"))
 
 
 def _training_plan_params() -> list[str]:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import scvi
+
+from scforget._core import (
+    check_bool,
+    check_choice,
+    check_counts,
+    check_int,
+    check_number,
+    record_cell_order,
+    record_training_call,
+    resolve_seed,
+    seeded,
+)
+from scforget.methods._private import check_private_architecture, train_private
 
 from ._mixin import UnlearningMixin
 
@@ -84,3 +98,121 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
             **kwargs,
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def train_private(
+        self,
+        target_epsilon: float,
+        *,
+        target_delta: float | None = None,
+        max_grad_norm: float = 1.0,
+        max_epochs: int | None = None,
+        batch_size: int = 128,
+        accountant: Literal["prv", "rdp"] = "prv",
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        datasplitter_kwargs: dict | None = None,
+        plan_kwargs: dict | None = None,
+        seed: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        **trainer_kwargs: Any,
+    ) -> dict[str, Any]:
+        """Train with differentially private SGD (Opacus): an (epsilon, delta) guarantee for every training cell.
+
+        Per-cell gradients are clipped to ``max_grad_norm`` and Gaussian noise is added, with the noise
+        multiplier Opacus computes for ``target_epsilon`` over ``max_epochs`` epochs of Poisson-sampled
+        minibatches (expected size ``batch_size``). The cells are split into training, validation and
+        test cells as :meth:`train` does. The guarantee (epsilon spent, delta, noise multiplier, clipping
+        norm, sample rate, steps, accountant) is returned and stored in ``privacy_`` (saved with the
+        model); ``unlearn(method="retrain")`` of this model retrains with DP-SGD and the same budget.
+
+        The model must use LayerNorm, not BatchNorm (BatchNorm mixes the cells of a minibatch, so
+        per-cell clipping is impossible): ``SCVI(adata, use_batch_norm="none", use_layer_norm="both")``.
+
+        Parameters
+        ----------
+        target_epsilon
+            Privacy budget epsilon of the whole training.
+        target_delta
+            Delta; default ``1 / n`` with ``n`` the number of training cells.
+        max_grad_norm
+            Per-cell gradient clipping norm.
+        max_epochs
+            Epochs (default: scvi-tools' heuristic for the number of cells).
+        batch_size
+            Expected minibatch size (Poisson sampling; each epoch has ``ceil(n / batch_size)`` steps).
+        accountant
+            ``"prv"`` (privacy random variable accountant; tighter) or ``"rdp"`` (Rényi DP).
+        train_size, validation_size, shuffle_set_split, datasplitter_kwargs
+            How cells are split, as in :meth:`train` (e.g. ``datasplitter_kwargs=split.datasplitter_kwargs()``).
+        plan_kwargs
+            Arguments of the training plan (``lr``, ``weight_decay``, ``n_epochs_kl_warmup``...).
+        seed
+            Seed of the sampling and the noise; ``None`` follows :attr:`scvi.settings.seed`.
+        accelerator, devices
+            Passed to Lightning.
+        **trainer_kwargs
+            Arguments of :class:`scvi.train.Trainer`.
+
+        Returns
+        -------
+        The privacy record.
+
+        Examples
+        --------
+        >>> model = sf.model.SCVI(adata, use_batch_norm="none", use_layer_norm="both")
+        >>> model.train_private(target_epsilon=3.0, max_epochs=100)["epsilon"]
+        """
+        from scvi.dataloaders import DataSplitter
+
+        from scforget._core import default_max_epochs
+
+        check_private_architecture(self.module)
+        target_epsilon = check_number(target_epsilon, "target_epsilon", minimum=0, exclusive_minimum=True)
+        target_delta = check_number(
+            target_delta, "target_delta", minimum=0, maximum=1, exclusive_minimum=True, allow_none=True
+        )
+        max_grad_norm = check_number(max_grad_norm, "max_grad_norm", minimum=0, exclusive_minimum=True)
+        max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
+        batch_size = check_int(batch_size, "batch_size", minimum=2)
+        check_choice(accountant, ("prv", "rdp"), "accountant")
+        check_bool(shuffle_set_split, "shuffle_set_split")
+        if "gradient_clip_val" in trainer_kwargs:
+            raise TypeError("DP-SGD clips every per-cell gradient to `max_grad_norm`; drop `gradient_clip_val`.")
+        seed = resolve_seed(seed)
+        check_counts(self)
+        epochs = default_max_epochs(self.adata.n_obs) if max_epochs is None else max_epochs
+        with seeded(seed):
+            splitter = DataSplitter(
+                self.adata_manager,
+                train_size=train_size,
+                validation_size=validation_size,
+                shuffle_set_split=shuffle_set_split,
+                **(datasplitter_kwargs or {}),
+            )
+            splitter.setup()
+            train, val, test = (
+                np.asarray(x, dtype=np.int64) for x in (splitter.train_idx, splitter.val_idx, splitter.test_idx)
+            )
+            record = train_private(
+                self,
+                train,
+                val,
+                target_epsilon=target_epsilon,
+                target_delta=target_delta,
+                max_grad_norm=max_grad_norm,
+                max_epochs=epochs,
+                batch_size=batch_size,
+                accountant=accountant,
+                plan_kwargs=plan_kwargs,
+                seed=seed,
+                accelerator=accelerator,
+                devices=devices,
+                trainer_kwargs=trainer_kwargs,
+            )
+        self.train_indices, self.validation_indices, self.test_indices = train, val, test
+        arguments = {"max_epochs": epochs, "batch_size": batch_size, "plan_kwargs": plan_kwargs or {}}
+        record_training_call(self, arguments, seconds=record["train_seconds"], n_train_cells=train.size)
+        record_cell_order(self)
+        return record
