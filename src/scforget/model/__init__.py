@@ -3,5 +3,6 @@
 from ._condscvi import CondSCVI
 from ._mixin import UnlearningMixin
 from ._scvi import SCVI
+from ._sharded import ShardedSCVI
 
-__all__ = ["CondSCVI", "SCVI", "UnlearningMixin"]
+__all__ = ["CondSCVI", "SCVI", "ShardedSCVI", "UnlearningMixin"]
