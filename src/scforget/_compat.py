@@ -103,3 +103,37 @@ def manager_in_use(model: BaseModelClass) -> Iterator[None]:
             store.pop(uuid, None)
         else:
             store[uuid] = previous
+
+
+def batch_columns(module) -> list[tuple[str, int, int]]:
+    """Every parameter slot that reads scvi-tools' batch one-hot: ``(parameter name, first column, n_batch)``.
+
+    In :class:`scvi.nn.FCLayers`, a layer that receives covariates reads ``concat(x, continuous,
+    one-hot of each categorical)``, the batch being the first categorical of scVI's encoders and
+    decoder; so the batch columns of that layer's weight start after ``x`` and the continuous
+    covariates. With ``dispersion="gene-batch"`` the dispersion ``px_r`` has one column per batch.
+    This relies on that layout (scvi-tools 1.4), hence its place here.
+    """
+    from scvi.nn import FCLayers
+
+    names = {id(p): n for n, p in module.named_parameters()}
+    out = []
+    for sub in module.modules():
+        if not isinstance(sub, FCLayers) or not sub.n_cat_list or sub.n_cat_list[0] == 0:
+            continue
+        n_cont = sub.n_cov - sum(sub.n_cat_list)
+        for i, layers in enumerate(sub.fc_layers):
+            if sub.inject_into_layer(i):
+                linear = layers[0]
+                out.append((names[id(linear.weight)], linear.in_features - sub.n_cov + n_cont, sub.n_cat_list[0]))
+    if getattr(module, "dispersion", None) == "gene-batch":
+        out.append(("px_r", 0, int(module.n_batch)))
+    return out
+
+
+def batch_categories(model: BaseModelClass) -> list[str]:
+    """The categories of the model's registered batch field, in the order of its one-hot columns."""
+    from scvi import REGISTRY_KEYS
+
+    mapping = model.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+    return [str(c) for c in mapping]

@@ -29,6 +29,7 @@ from . import _fisher_forgetting  # isort: skip
 from . import _relative_fisher  # isort: skip
 from . import _dpsgd  # isort: skip
 from . import _sisa  # isort: skip
+from . import _adapter_drop  # isort: skip
 
 __all__ = [
     "Bound",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+
 from scforget._core import fresh_model, has_batchnorm
 
 from ._context import UnlearnContext
@@ -78,7 +80,7 @@ def dpsgd(
     ctx.info["architecture"] = "BatchNorm replaced by LayerNorm for DP-SGD" if changed else "unchanged"
 
 
-def _check_dpsgd(model: BaseModelClass, params: dict) -> None:
+def _check_dpsgd(model: BaseModelClass, params: dict, forget: np.ndarray) -> None:
     """``dpsgd`` trains scVI's VAE with one dispersion per gene (BatchNorm is replaced, not refused)."""
     from scvi.module import VAE
 

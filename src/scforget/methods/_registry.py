@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from scforget._core import accepted_keywords, close_matches
@@ -68,7 +69,8 @@ class MethodSpec:
         The kinds of model the method runs on: ``"scvi"`` (a trained scVI/CondSCVI), ``"sharded"``
         (:class:`scforget.model.ShardedSCVI`), ``"adapters"`` (:class:`scforget.model.AdapterSCVI`).
     check
-        ``check(model, params)`` raising before any work when the method cannot run on ``model``.
+        ``check(model, params, forget)`` raising before any work when the method cannot run on ``model``
+        or cannot forget the cells at positions ``forget`` (training cells).
     """
 
     name: str
@@ -87,7 +89,7 @@ class MethodSpec:
     manual_optimization: bool = False
     guarantee: str = "approximate"
     designs: tuple[str, ...] = ("scvi",)
-    check: Callable[[Any, Mapping[str, Any]], None] | None = None
+    check: Callable[[Any, Mapping[str, Any], np.ndarray], None] | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise before any work if a hyper-parameter has the wrong type or lies outside its range."""
@@ -163,7 +165,7 @@ def register(
     accepts_epochs: bool | None = None,
     guarantee: str | None = None,
     designs: Iterable[str] = ("scvi",),
-    check: Callable[[Any, Mapping[str, Any]], None] | None = None,
+    check: Callable[[Any, Mapping[str, Any], np.ndarray], None] | None = None,
     runner: Callable[[type], RunFunction] | None = None,
     overwrite: bool = False,
 ) -> MethodSpec:
@@ -208,7 +210,8 @@ def register(
     designs
         Kinds of model the method runs on (see :class:`MethodSpec`).
     check
-        ``check(model, params)``, run by :func:`scforget.unlearn` before any work.
+        ``check(model, params, forget)``, run by :func:`scforget.unlearn` before any work, with ``forget``
+        the positions of the training cells to forget.
     runner
         For ``plan``: a factory ``runner(plan) -> run`` replacing the default TrainRunner-based runner
         (e.g. to prepare data a plan needs before training).

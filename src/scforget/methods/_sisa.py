@@ -53,7 +53,7 @@ def sisa(model: Any, ctx: UnlearnContext) -> None:
     )
 
 
-def _check_sisa(model: Any, params: dict) -> None:
+def _check_sisa(model: Any, params: dict, forget: np.ndarray) -> None:
     if not getattr(model, "is_trained_", False) or not getattr(model, "checkpoints_", None):
         raise RuntimeError("The sharded model is not trained yet; call `model.train()` first.")
 

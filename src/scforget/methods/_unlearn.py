@@ -260,7 +260,7 @@ def unlearn(
         )
     _check_scheduler(spec, params, validation)
     if spec.check is not None:
-        spec.check(model, params)
+        spec.check(model, params, forget_pos)
     check_counts(model)
 
     # ---- work ----
