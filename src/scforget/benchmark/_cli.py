@@ -22,6 +22,10 @@ def _benchmark(args: argparse.Namespace) -> int:
         "seeds": args.seeds,
         "audit": not args.no_audit,
         "accelerator": args.accelerator,
+        "dp_epsilons": args.dp_epsilons,
+        "sisa_shards": args.sisa_shards,
+        "sisa_slices": args.sisa_slices,
+        "n_pseudo_donors": args.n_pseudo_donors,
     }
     if args.quick:
         config = BenchmarkConfig.quick_config(**overrides)
@@ -78,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, nargs="+", help="seeds of every method and of the retrain reference")
     b.add_argument("--no-audit", action="store_true", help="skip the membership-inference audit")
     b.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
+    b.add_argument("--dp-epsilons", type=float, nargs="+", help="epsilons of the dpsgd rows (default: 1 3 10)")
+    b.add_argument("--sisa-shards", type=int, help="shards of the SISA ensemble (default: 4)")
+    b.add_argument("--sisa-slices", type=int, help="slices per SISA shard (default: 2)")
+    b.add_argument("--n-pseudo-donors", type=int, help="pseudo-donors of the adapter design (default: 8)")
     b.add_argument("--out", default="benchmark_out", help="output directory")
     b.set_defaults(func=_benchmark)
 

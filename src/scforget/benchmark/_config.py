@@ -26,7 +26,8 @@ class BenchmarkConfig:
     n_hidden, n_latent
         scVI architecture.
     methods
-        Methods to run; ``None`` runs every registered method.
+        Methods to run; ``None`` runs every registered method (but ``adapter_remap``, which equals
+        ``adapter_drop`` when whole groups are forgotten).
     seeds
         Seeds of each method run (the retrain reference uses all of them).
     audit
@@ -35,6 +36,13 @@ class BenchmarkConfig:
         Bootstrap resamples of the audit's confidence intervals.
     accelerator
         Lightning accelerator.
+    dp_epsilons
+        Privacy budgets of the ``dpsgd`` rows (one row per epsilon).
+    sisa_shards, sisa_slices
+        Shards and slices of the SISA ensemble.
+    n_pseudo_donors
+        Pseudo-donors of the adapter design (pbmc3k has one donor): half form the core, the other
+        half and the forget group are mapped as adapters.
     quick
         Whether this is the quick configuration.
     """
@@ -52,6 +60,10 @@ class BenchmarkConfig:
     audit: bool = True
     n_bootstrap: int = 1000
     accelerator: str = "auto"
+    dp_epsilons: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0])
+    sisa_shards: int = 4
+    sisa_slices: int = 2
+    n_pseudo_donors: int = 8
     quick: bool = False
 
     @classmethod

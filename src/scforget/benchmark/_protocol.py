@@ -89,6 +89,12 @@ class BenchmarkResult:
             f"# scforget benchmark\n\nData: {cfg.data or 'bundled pbmc3k'}; forget {cfg.label_key} == {cfg.forget!r} "
             f"(holdout fraction {cfg.holdout_fraction}); scVI n_hidden={cfg.n_hidden}, n_latent={cfg.n_latent}, "
             f"{cfg.epochs} training epochs; seeds {cfg.seeds}.\n\n"
+            f"Deletion designs: the forget group ({cfg.label_key} == {cfg.forget!r}) is one donor and the other "
+            f"cells {cfg.n_pseudo_donors} pseudo-donors (random groups: the data has one donor). SISA: "
+            f"{cfg.sisa_shards} shards x {cfg.sisa_slices} slices, donors kept whole; adapters: half the "
+            "pseudo-donors form the core, the rest and the forget group are mapped; DP-SGD at epsilon "
+            f"{', '.join(f'{e:g}' for e in cfg.dp_epsilons)}. `guarantee` says what each row promises; "
+            "`design_train_s` is the cost of building the model a method starts from.\n\n"
         )
         return head + _markdown(self.summary.reset_index()) + "\n"
 
@@ -170,10 +176,12 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     import scforget as sf
     from scforget.methods import available, get_method
 
+    from ._designs import train_adapters, train_sharded
+
+    builders = {"sharded": train_sharded, "adapters": train_adapters}
     say = print if progress else logger.info
-    methods = config.methods or [m for m in available()["name"] if m != "retrain"]
-    for m in methods:
-        get_method(m)  # fail before any training on an unknown name
+    methods = config.methods or [m for m in available()["name"] if m not in ("retrain", "adapter_remap")]
+    specs = {m: get_method(m) for m in methods}  # fail before any training on an unknown name
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -220,19 +228,65 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     say(f"retrain: {len(retrained)} seed(s), {retrain_time:.1f} s each")
 
     ref_models = [m for _, m, _ in retrained]
-    rows.append(measure(base, "baseline", config.seeds[0], timings["baseline_train_s"], ref_models))
+    rows.append(
+        {
+            **measure(base, "baseline", config.seeds[0], timings["baseline_train_s"], ref_models),
+            "guarantee": "none",
+            "design_train_s": timings["baseline_train_s"],
+        }
+    )
     for seed, model, wall in retrained:
         others = [m for s, m, _ in retrained if s != seed]
-        rows.append(measure(model, "retrain", seed, wall, others))
+        rows.append(
+            {
+                **measure(model, "retrain", seed, wall, others),
+                "guarantee": "exact",
+                "design_train_s": timings["baseline_train_s"],
+            }
+        )
+
+    built: dict[tuple[str, int], tuple[Any, float]] = {}
+
+    def source(design: str, seed: int) -> tuple[Any, float]:
+        """The model a method starts from: the baseline, or a model built for deletion (once per seed)."""
+        if design == "scvi":
+            return base, timings["baseline_train_s"]
+        if (design, seed) not in built:
+            built[(design, seed)] = builders[design](adata, split, config, seed)
+            say(f"{design} design (seed {seed}): trained in {built[(design, seed)][1]:.1f} s")
+            timings[f"{design}_train_s"] = timings.get(f"{design}_train_s", 0.0) + built[(design, seed)][1]
+        return built[(design, seed)]
+
     for method in methods:
-        for seed in config.seeds:
-            start = time.perf_counter()
-            model = base.unlearn(
-                split.forget, method=method, seed=seed, accelerator=config.accelerator, enable_progress_bar=False
-            )
-            wall = time.perf_counter() - start
-            rows.append(measure(model, method, seed, wall, ref_models))
-            say(f"{method} (seed {seed}): {wall:.1f} s")
+        spec = specs[method]
+        design = "scvi" if "scvi" in spec.designs else spec.designs[0]
+        variants = (
+            [(f"dpsgd (eps={e:g})", {"target_epsilon": float(e)}) for e in config.dp_epsilons]
+            if method == "dpsgd"
+            else [(method, {})]
+        )
+        for label, params in variants:
+            for seed in config.seeds:
+                start_model, build_s = source(design, seed)
+                start = time.perf_counter()
+                model = start_model.unlearn(
+                    split.forget,
+                    method=method,
+                    seed=seed,
+                    accelerator=config.accelerator,
+                    enable_progress_bar=False,
+                    **params,
+                )
+                wall = time.perf_counter() - start
+                record = model.unlearning_records_[-1]
+                row = measure(model, label, seed, wall, ref_models)
+                row.update({"guarantee": spec.guarantee, "design_train_s": build_s})
+                if "cost_fraction" in record:
+                    row["cost_fraction"] = float(record["cost_fraction"])
+                if "epsilon" in record:
+                    row["epsilon"] = float(record["epsilon"])
+                rows.append(row)
+                say(f"{label} (seed {seed}): {wall:.1f} s")
     runs = pd.DataFrame(rows)
     runs["time_ratio_to_retrain"] = runs["wall_time_s"] / retrain_time
     runs.loc[runs["method"] == "baseline", "time_ratio_to_retrain"] = np.nan
@@ -269,6 +323,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         for c in (
             "wall_time_s",
             "time_ratio_to_retrain",
+            "design_train_s",
+            "cost_fraction",
+            "epsilon",
             "heldout_nll",
             "forget_nll",
             "holdout_nll",
@@ -290,6 +347,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             runs.groupby("method", sort=False)["best_attack"].agg(lambda s: s.mode().iat[0]).loc[order],
         )
     n = runs.groupby("method", sort=False).size().loc[order]
+    if "guarantee" in runs.columns:
+        summary.insert(0, "guarantee", runs.groupby("method", sort=False)["guarantee"].first().loc[order])
     summary.insert(0, "n_seeds", n)
     if "advantage" in runs.columns and (n > 1).any():
         summary["advantage_sd"] = numeric.groupby("method", sort=False)["advantage"].std().loc[order]
