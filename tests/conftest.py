@@ -104,11 +104,13 @@ def state_snapshot(model) -> dict:
     return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
 
 
+def same_tensors(a: dict, b: dict) -> bool:
+    """Whether two state dicts hold the same tensors, bit for bit."""
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
 def same_state(model, snapshot) -> bool:
-    now = model.module.state_dict()
-    return now.keys() == snapshot.keys() and all(
-        np.array_equal(now[k].cpu().numpy(), snapshot[k].cpu().numpy()) for k in now
-    )
+    return same_tensors(model.module.state_dict(), snapshot)
 
 
 def mean_nll(model, indices, batch_size: int = 512) -> float:

@@ -11,16 +11,10 @@ import scforget as sf
 from scforget import _compat
 from scforget._core import clone_model
 
+from .conftest import same_tensors, state_snapshot
+
 ARCH = {"n_hidden": 16, "n_latent": 4}
 CORE = ["donor_0", "donor_1", "donor_2"]
-
-
-def _state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _identical(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +96,14 @@ def test_mapping_keeps_the_core_and_drop_equals_never_mapped(core, mapped):
     assert full.certificate()["core"] == before["core"]
     assert sorted(full.certificate()["donors"]) == ["donor_3", "donor_4", "donor_5"]
     # mapping moved donor_4's columns, and nothing of the core
-    assert not _identical(_state(full.module), _state(model.module))
+    assert not same_tensors(state_snapshot(full), state_snapshot(model))
     # the reference: the same core with donors 3 and 5 mapped, in the other order
     never = clone_model(model)
     never.map_donors(["donor_5", "donor_3"], max_epochs=3, seed=1)
-    full_state = _state(full.module)
+    full_state = state_snapshot(full)
     dropped = full.unlearn(split.forget, method="adapter_drop")
-    assert _identical(_state(full.module), full_state)  # input untouched
-    assert _identical(_state(dropped.module), _state(never.module))
+    assert same_tensors(state_snapshot(full), full_state)  # input untouched
+    assert same_tensors(state_snapshot(dropped), state_snapshot(never))
     cert = dropped.certificate()
     assert cert == never.certificate()
     assert cert["core"] == before["core"] and "donor_4" not in cert["donors"]
@@ -133,7 +127,7 @@ def test_remap_equals_mapping_without_the_cells(core, mapped):
     ref = clone_model(core[0])
     ref.test_indices = np.union1d(ref.test_indices, forget)
     ref.map_donors(["donor_3", "donor_4", "donor_5"], max_epochs=3, seed=1)
-    assert _identical(_state(remapped.module), _state(ref.module))
+    assert same_tensors(state_snapshot(remapped), state_snapshot(ref))
     np.testing.assert_array_equal(remapped.mapped_cells_["donor_3"], np.setdiff1d(cells, forget))
     record = remapped.unlearning_records_[-1]
     assert record["guarantee"] == "exact" and record["retrained_epochs"] == 3
@@ -143,18 +137,18 @@ def test_the_certificate_fails_loudly_when_a_shared_parameter_moves(core, monkey
     import scforget.model._adapters as adapters
 
     model = clone_model(core[0])
-    state = _state(model.module)
+    state = state_snapshot(model)
     monkeypatch.setattr(adapters, "_freeze_to_donor", lambda module, slots, column, hooks: None)  # train everything
     with pytest.raises(RuntimeError, match="moved shared parameters"):
         model.map_donors(["donor_3"], max_epochs=1, seed=0)
-    assert _identical(_state(model.module), state)
+    assert same_tensors(state_snapshot(model), state)
     assert model.mapped_cells_ == {}
 
 
 def test_refusals_before_any_work(core, mapped, trained_scvi):
     model, split = core
     full, _ = mapped
-    state = _state(full.module)
+    state = state_snapshot(full)
     core_cells = np.setdiff1d(full.train_indices, np.concatenate(list(full.mapped_cells_.values())))
     with pytest.raises(ValueError, match="core cells"):
         full.unlearn(core_cells[:5], method="adapter_drop")
@@ -166,7 +160,7 @@ def test_refusals_before_any_work(core, mapped, trained_scvi):
         full.unlearn(split.forget, method="finetune")
     with pytest.raises(TypeError, match="AdapterSCVI"):
         sf.unlearn(trained_scvi, [0, 1], method="adapter_drop")
-    assert _identical(_state(full.module), state)
+    assert same_tensors(state_snapshot(full), state)
     m = clone_model(model)
     for kwargs, error, text in [
         ({"donors": "donor_3"}, TypeError, "list of donor names"),

@@ -13,15 +13,9 @@ from scipy.special import logsumexp
 import scforget as sf
 from scforget.model._sharded import stage_seed
 
+from .conftest import same_tensors, state_snapshot
+
 ARCH = {"n_hidden": 16, "n_latent": 4}
-
-
-def _state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _identical(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def test_slices_partition_the_training_cells(ensemble):
 def test_sisa_is_exact_and_keeps_untouched_shards_bit_for_bit(ensemble):
     ens, split = ensemble
     forget = split.forget[::2]
-    before = [_state(s.module) for s in ens.shards]
+    before = [state_snapshot(s) for s in ens.shards]
     new = ens.unlearn(forget, method="sisa", seed=0)
     record = new.unlearning_records_[-1]
     where = ens.shard_of(forget)
@@ -54,12 +48,12 @@ def test_sisa_is_exact_and_keeps_untouched_shards_bit_for_bit(ensemble):
     assert record["guarantee"] == "exact"
     assert record["retrained_shards"] == hit
     # the input ensemble is untouched
-    assert all(_identical(b, _state(s.module)) for b, s in zip(before, ens.shards, strict=True))
+    assert all(same_tensors(b, state_snapshot(s)) for b, s in zip(before, ens.shards, strict=True))
     adata = ens.adata
     for s in range(ens.n_shards):
-        after = _state(new.shards[s].module)
+        after = state_snapshot(new.shards[s])
         if s not in hit:
-            assert _identical(after, before[s]), f"untouched shard {s} changed"
+            assert same_tensors(after, before[s]), f"untouched shard {s} changed"
             continue
         first = int(where.loc[where["shard"] == s, "slice"].min())
         assert record["retrained_from_slice"][str(s)] == first
@@ -85,8 +79,8 @@ def test_sisa_is_exact_and_keeps_untouched_shards_bit_for_bit(ensemble):
                 enable_checkpointing=False,
                 accelerator="cpu",
             )
-        assert _identical(after, _state(ref.module)), f"retrained shard {s} differs from training without the cells"
-        assert not _identical(after, before[s])
+        assert same_tensors(after, state_snapshot(ref)), f"retrained shard {s} differs from training without the cells"
+        assert not same_tensors(after, before[s])
     # no forgotten cell anywhere in training bookkeeping
     for shard in new.shards:
         assert not np.isin(forget, shard.train_indices).any()
@@ -123,6 +117,13 @@ def test_ensemble_signals_are_the_mixture_of_the_shards(ensemble):
     expected = logsumexp(np.stack([r["recon_ll"] for r in raws]), axis=0) - np.log(len(raws))
     np.testing.assert_allclose(signals["recon_ll"], expected, rtol=1e-6)
     z = ens.get_latent_representation(indices=split.retain)
+    # rows come back in the order asked for, as in scvi-tools
+    order = split.retain[::-1][:50]
+    np.testing.assert_array_equal(ens.get_latent_representation(indices=order), z[::-1][:50])
+    names = ens.adata.obs_names[order]
+    np.testing.assert_array_equal(ens.get_latent_representation(indices=names), z[::-1][:50])
+    ll = ens.get_marginal_ll(indices=order[:5], n_mc_samples=3)
+    assert ll.shape == (5,)
     assert z.shape == (split.retain.size, ens.n_shards * ARCH["n_latent"])
     # each shard's block is standardised on that shard's training cells
     for s in range(ens.n_shards):
@@ -152,13 +153,13 @@ def test_save_load_round_trip_and_stock_loading(ensemble, tmp_path):
     back = sf.model.ShardedSCVI.load(tmp_path / "ens", adata=ens.adata)
     np.testing.assert_array_equal(back.get_latent_representation(), new.get_latent_representation())
     assert all(
-        _identical(a, b)
+        same_tensors(a, b)
         for sa, sb in zip(new.checkpoints_, back.checkpoints_, strict=True)
         for a, b in zip(sa, sb, strict=True)
     )
     assert back.unlearning_records_[-1]["method"] == "sisa"
     stock = scvi.model.SCVI.load(str(tmp_path / "ens" / "shard_0"), adata=ens.adata)
-    assert _identical(_state(stock.module), _state(new.shards[0].module))
+    assert same_tensors(state_snapshot(stock), state_snapshot(new.shards[0]))
     # nothing saved names a forgotten cell or lists its position
     import json
 

@@ -39,6 +39,7 @@ from ._recipe import (
     training_recipe,
 )
 from ._seed import fork_rng, resolve_seed, rng_devices, seeded
+from ._split import split_cells
 from ._tensors import minibatches, n_cells, slice_tensors, tensors_to
 from ._validate import accepted_keywords, check_bool, check_choice, check_int, check_number, close_matches
 from ._versions import package_versions
@@ -94,6 +95,7 @@ __all__ = [
     "resolve_seed",
     "rng_devices",
     "seeded",
+    "split_cells",
     "slice_tensors",
     "tensors_to",
     "training_positions",

@@ -21,6 +21,7 @@ from scforget._core import (
     default_max_epochs,
     resolve_seed,
     seeded,
+    split_cells,
 )
 
 from ._scvi import SCVI
@@ -295,8 +296,6 @@ class AdapterSCVI(SCVI):
         **trainer_kwargs
             Arguments of :class:`scvi.train.Trainer`.
         """
-        from scvi.dataloaders import DataSplitter
-
         self._require_core()
         max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -304,17 +303,13 @@ class AdapterSCVI(SCVI):
         seed = resolve_seed(seed)
         donors = self.adata.obs[self.donor_key].astype(str).to_numpy()
         core = np.flatnonzero(np.isin(donors, self.core_donors_))
-        with seeded(seed):
-            splitter = DataSplitter(
-                self.adata_manager,
-                train_size=train_size,
-                validation_size=validation_size,
-                shuffle_set_split=shuffle_set_split,
-                **(datasplitter_kwargs or {}),
-            )
-            splitter.setup()
-        train, val, test = (
-            np.asarray(x, dtype=np.int64) for x in (splitter.train_idx, splitter.val_idx, splitter.test_idx)
+        train, val, test = split_cells(
+            self.adata_manager,
+            seed=seed,
+            train_size=train_size,
+            validation_size=validation_size,
+            shuffle_set_split=shuffle_set_split,
+            datasplitter_kwargs=datasplitter_kwargs,
         )
         core_train, core_val = np.intersect1d(train, core), np.intersect1d(val, core)
         if core_train.size == 0:

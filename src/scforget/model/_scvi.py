@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 import scvi
 
 from scforget._core import (
@@ -17,6 +16,7 @@ from scforget._core import (
     record_training_call,
     resolve_seed,
     seeded,
+    split_cells,
 )
 from scforget.methods._private import check_private_architecture, train_private
 
@@ -164,8 +164,6 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
         >>> model = sf.model.SCVI(adata, use_batch_norm="none", use_layer_norm="both")
         >>> model.train_private(target_epsilon=3.0, max_epochs=100)["epsilon"]
         """
-        from scvi.dataloaders import DataSplitter
-
         from scforget._core import default_max_epochs
 
         check_private_architecture(self.module)
@@ -183,18 +181,15 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
         seed = resolve_seed(seed)
         check_counts(self)
         epochs = default_max_epochs(self.adata.n_obs) if max_epochs is None else max_epochs
+        train, val, test = split_cells(
+            self.adata_manager,
+            seed=seed,
+            train_size=train_size,
+            validation_size=validation_size,
+            shuffle_set_split=shuffle_set_split,
+            datasplitter_kwargs=datasplitter_kwargs,
+        )
         with seeded(seed):
-            splitter = DataSplitter(
-                self.adata_manager,
-                train_size=train_size,
-                validation_size=validation_size,
-                shuffle_set_split=shuffle_set_split,
-                **(datasplitter_kwargs or {}),
-            )
-            splitter.setup()
-            train, val, test = (
-                np.asarray(x, dtype=np.int64) for x in (splitter.train_idx, splitter.val_idx, splitter.test_idx)
-            )
             record = train_private(
                 self,
                 train,

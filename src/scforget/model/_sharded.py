@@ -22,6 +22,7 @@ from scforget._core import (
     record_training_call,
     resolve_seed,
     seeded,
+    split_cells,
 )
 from scforget.data import as_positions
 from scforget.methods import unlearn as _unlearn
@@ -247,8 +248,6 @@ class ShardedSCVI:
         **trainer_kwargs
             Arguments of :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar``).
         """
-        from scvi.dataloaders import DataSplitter
-
         max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
         batch_size = check_int(batch_size, "batch_size", minimum=2)
         check_bool(shuffle_set_split, "shuffle_set_split")
@@ -260,18 +259,15 @@ class ShardedSCVI:
                 f"`max_epochs`={epochs} must be at least `n_slices`={self.n_slices} (one epoch per stage)."
             )
         start = time.perf_counter()
-        with seeded(seed):
-            splitter = DataSplitter(
-                self.adata_manager,
-                train_size=train_size,
-                validation_size=validation_size,
-                shuffle_set_split=shuffle_set_split,
-                **(datasplitter_kwargs or {}),
-            )
-            splitter.setup()
-        train = np.sort(np.asarray(splitter.train_idx, dtype=np.int64))
-        self.validation_indices = np.asarray(splitter.val_idx, dtype=np.int64)
-        self.test_indices = np.asarray(splitter.test_idx, dtype=np.int64)
+        train, self.validation_indices, self.test_indices = split_cells(
+            self.adata_manager,
+            seed=seed,
+            train_size=train_size,
+            validation_size=validation_size,
+            shuffle_set_split=shuffle_set_split,
+            datasplitter_kwargs=datasplitter_kwargs,
+        )
+        train = np.sort(train)  # the assignment depends on the cells, not on the splitter's order
         self.slices_ = self._assign(train, np.random.default_rng(seed))
         self.stage_epochs_ = [len(part) for part in np.array_split(np.arange(epochs), self.n_slices)]
         self._fit = {
@@ -337,9 +333,16 @@ class ShardedSCVI:
 
     # -- the ensemble as one model ---------------------------------------------------------------------
     def _positions(self, indices) -> np.ndarray:
+        """Positions of ``indices`` in the order given, as scvi-tools' models return their rows."""
         if indices is None:
             return np.arange(self.adata.n_obs)
-        return as_positions(indices, self.adata.obs_names, argument="indices")
+        as_positions(indices, self.adata.obs_names, argument="indices")  # validates
+        arr = np.asarray(indices).ravel()
+        if arr.dtype.kind in "iu":
+            return arr.astype(np.int64)
+        if arr.dtype.kind in "OUS":
+            return self.adata.obs_names.get_indexer(arr.astype(str)).astype(np.int64)
+        return as_positions(indices, self.adata.obs_names, argument="indices")  # a mask: obs order
 
     def get_latent_representation(
         self,

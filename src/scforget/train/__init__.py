@@ -10,17 +10,21 @@ from scforget.methods._frozen_critic import FrozenCriticPlan
 from scforget.methods._gisa import GISAPlan
 from scforget.methods._gradient_ascent import GradientAscentPlan
 from scforget.methods._neggrad_plus import NegGradPlusPlan
+from scforget.methods._private import DPVAE, GeneDispersion, PrivateTrainingPlan
 from scforget.methods._scrub import SCRUBPlan
 
 __all__ = [
     "BadTeacherPlan",
+    "DPVAE",
     "ContrastivePlan",
     "ExtraGradientPlan",
     "FinetunePlan",
     "FrozenCriticPlan",
     "GISAPlan",
+    "GeneDispersion",
     "GradientAscentPlan",
     "NegGradPlusPlan",
+    "PrivateTrainingPlan",
     "RetainForgetDataModule",
     "SCRUBPlan",
     "UnlearningTrainingPlan",
