@@ -19,6 +19,7 @@ from scforget._core import (
     check_number,
     close_matches,
     default_max_epochs,
+    quiet_training,
     resolve_seed,
     seeded,
     split_cells,
@@ -422,10 +423,11 @@ class AdapterSCVI(SCVI):
         seed = resolve_seed(seed)
 
         # ---- work ----
-        for d in names:
-            epochs = default_max_epochs(cells[d].size) if max_epochs is None else max_epochs
-            fit = {"max_epochs": int(epochs), "batch_size": batch_size, "lr": lr, "plan_kwargs": plan, "seed": seed}
-            self._map_one(d, cells[d], fit, accelerator=accelerator, devices=devices, trainer_kwargs=trainer_kwargs)
+        with quiet_training():  # one trainer run per donor: keep Lightning's per-run banners out of notebooks
+            for d in names:
+                epochs = default_max_epochs(cells[d].size) if max_epochs is None else max_epochs
+                fit = {"max_epochs": int(epochs), "batch_size": batch_size, "lr": lr, "plan_kwargs": plan, "seed": seed}
+                self._map_one(d, cells[d], fit, accelerator=accelerator, devices=devices, trainer_kwargs=trainer_kwargs)
         return self.certificate()
 
     def _map_one(

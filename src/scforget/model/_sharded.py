@@ -18,6 +18,7 @@ from scforget._core import (
     check_int,
     close_matches,
     default_max_epochs,
+    quiet_training,
     record_cell_order,
     record_training_call,
     resolve_seed,
@@ -279,11 +280,12 @@ class ShardedSCVI:
             "trainer_kwargs": {"enable_checkpointing": False, **trainer_kwargs},
         }
         self.checkpoints_, self.latent_stats_ = [], []
-        for s in range(self.n_shards):
-            with seeded(stage_seed(seed, s, -1)):
-                self.shards[s] = SCVI(self.adata, **self.model_kwargs)
-            self.checkpoints_.append([_state(self.shards[s].module)])
-            self._train_shard(s, 0)
+        with quiet_training():  # S x R trainer runs: keep Lightning's per-run banners out of notebooks
+            for s in range(self.n_shards):
+                with seeded(stage_seed(seed, s, -1)):
+                    self.shards[s] = SCVI(self.adata, **self.model_kwargs)
+                self.checkpoints_.append([_state(self.shards[s].module)])
+                self._train_shard(s, 0)
         self.train_indices = train
         self.is_trained_ = True
         seconds = time.perf_counter() - start
