@@ -104,27 +104,3 @@ def test_epsilon_roc_confidence_is_conservative():
     y2 = np.r_[np.ones(10), np.zeros(10)]
     assert M.epsilon_lower_bound_roc(s2, y2, confidence=None) == np.inf
     assert np.isfinite(M.epsilon_lower_bound_roc(s2, y2, confidence=0.95))
-
-
-def test_forgetting_quality_from_scores():
-    rng = np.random.default_rng(0)
-    same_u = rng.normal(size=(64, 20))
-    same_r = rng.normal(size=(64, 20))
-    apart_u = rng.normal(size=(64, 20)) + 10  # perfectly separated families
-    q_same = M.forgetting_quality_from_scores(same_u, same_r)
-    q_apart = M.forgetting_quality_from_scores(apart_u, same_r)
-    assert q_apart == 0.0
-    assert q_same > 0.3
-    assert 0 <= q_same <= 1
-    with pytest.raises(ValueError, match="two"):
-        M.forgetting_quality_from_scores(same_u[:1], same_r)
-
-
-def test_per_example_epsilon_binning():
-    # one threshold with FPR 0.25, FNR 0.25 -> eps = log(0.75/0.25) = log 3 ~ 1.10 -> bin 2 -> 0.25 points
-    a = np.array([1.0, 2, 3, 0])
-    b = np.array([-1.0, -2, -3, 1.5])
-    eps = M.per_example_epsilon(a, b, delta=0.0)
-    assert eps == pytest.approx(np.log(3))
-    q = M.forgetting_quality_from_scores(a[:, None], b[:, None], delta=0.0)
-    assert q == pytest.approx(2.0**-2)

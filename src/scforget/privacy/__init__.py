@@ -3,7 +3,7 @@
 from . import metrics
 from ._attacks import ATTACKS, SpectralMLP
 from ._audit import audit
-from ._metrics import forgetting_quality
+from ._forgetting import forgetting_quality
 from ._report import AuditReport
 from ._signals import signals
 

@@ -12,9 +12,7 @@ from scipy.stats import rankdata
 from scforget._core import doc_params
 
 if TYPE_CHECKING:
-    from scvi.model.base import BaseModelClass
-
-    from scforget.data import CellSpec
+    pass
 
 
 _DOC_SCORES_LABELS = """\
@@ -179,9 +177,44 @@ def _clopper_pearson_upper(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return np.where(k >= n, 1.0, up)
 
 
+def _cp_bound_at(pos: np.ndarray, neg: np.ndarray, thresholds: np.ndarray, alpha: float, delta: float) -> np.ndarray:
+    """Epsilon bound of the rules "member when score >= t" from one-sided Clopper-Pearson upper bounds.
+
+    FPR and FNR each get an upper bound at level ``1 - alpha / 2``, so the bound of one rule fixed
+    in advance is below the true epsilon with probability at least ``1 - alpha``.
+    """
+    n1, n0 = pos.size, neg.size
+    fp = n0 - np.searchsorted(np.sort(neg), thresholds, side="left")  # non-members called members
+    fn = np.searchsorted(np.sort(pos), thresholds, side="left")  # members called non-members
+    fpr_up = _clopper_pearson_upper(fp, n0, alpha / 2)
+    fnr_up = _clopper_pearson_upper(fn, n1, alpha / 2)
+    return np.asarray(epsilon_lower_bound(fpr_up, fnr_up, delta), dtype=np.float64)
+
+
 @doc_params(scores_labels=_DOC_SCORES_LABELS)
-def epsilon_lower_bound_roc(scores, labels, *, delta: float = 1e-5, confidence: float | None = 0.95) -> float:
-    """Largest epsilon lower bound over all thresholds of an attack's ROC curve.
+def epsilon_lower_bound_roc(
+    scores,
+    labels,
+    *,
+    delta: float = 1e-5,
+    confidence: float | None = 0.95,
+    selection: str = "split",
+    seed: int | None = None,
+) -> float:
+    """Empirical epsilon lower bound of an attack, valid at the stated confidence (or a point estimate).
+
+    Every threshold of the ROC curve gives a bound from its FPR and FNR (Kairouz et al. 2015). Taking
+    the largest of them on the same cells that estimate the rates is not a valid bound: the maximum
+    over many thresholds exceeds the truth far more often than one threshold does. Two valid ways:
+
+    - ``selection="split"`` (default): the cells are split in half within each class; the threshold
+      with the largest bound on the first half is chosen, and the bound is computed on the second
+      half alone, with one-sided Clopper-Pearson upper bounds on FPR and FNR (Jagielski et al. 2020).
+    - ``selection="bonferroni"``: every threshold on all cells, each at level
+      ``1 - (1 - confidence) / n_thresholds`` (a union bound), the largest kept.
+
+    Under the null (members and non-members exchangeable) either gives a positive bound in at most
+    ``1 - confidence`` of the draws; this is checked by simulation in the tests.
 
     Parameters
     ----------
@@ -189,143 +222,44 @@ def epsilon_lower_bound_roc(scores, labels, *, delta: float = 1e-5, confidence: 
     delta
         The delta of (epsilon, delta)-DP.
     confidence
-        With a value, FPR and FNR are replaced by one-sided Clopper-Pearson upper bounds at this
-        level (each at ``1 - (1 - confidence) / 2``), so the result is a statistically valid lower
-        bound (Jagielski et al. 2020); ``None`` uses the point estimates, which overstate epsilon
-        on small sets (any threshold with FPR = FNR = 0 gives ``inf``).
+        Confidence level of the bound; ``None`` returns the largest point estimate over the
+        thresholds where both error rates are non-zero (``inf`` when one threshold separates the
+        sets): a description of the sample, not a bound.
+    selection
+        ``"split"`` or ``"bonferroni"`` (ignored when ``confidence`` is ``None``).
+    seed
+        Seed of the split; ``None`` follows :attr:`scvi.settings.seed`.
 
     Returns
     -------
-    The bound (0 when no threshold beats chance).
+    The bound, 0 when no threshold beats chance.
     """
-    f, t, _ = roc(scores, labels)
-    y = np.asarray(labels).astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    fnr = 1 - t
+    from scforget._core import check_choice, resolve_seed
+
+    s, y = _check_scores(scores, labels)
+    pos, neg = s[y], s[~y]
+    thresholds = np.unique(s)
     if confidence is None:
-        return float(np.max(epsilon_lower_bound(f, fnr, delta)))
-    alpha = (1 - confidence) / 2
-    fpr_up = _clopper_pearson_upper(np.round(f * n0), n0, alpha)
-    fnr_up = _clopper_pearson_upper(np.round(fnr * n1), n1, alpha)
-    return float(np.max(epsilon_lower_bound(fpr_up, fnr_up, delta)))
-
-
-def per_example_epsilon(a: np.ndarray, b: np.ndarray, delta: float = 1e-5) -> float:
-    """Epsilon of the best threshold separating two samples of one example's score.
-
-    Thresholds at every observed value, both directions; thresholds with exactly one error rate
-    of zero are discarded (the rate is not estimable), FPR = FNR = 0 gives ``inf`` (the NeurIPS
-    2023 unlearning-challenge estimator).
-    """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    thr = np.unique(np.concatenate([a, b]))
-    thr = np.concatenate([thr, [np.inf]])
-    # rule: call "a" when score >= threshold
-    fnr = (a[None, :] < thr[:, None]).mean(1)  # a called b
-    fpr = (b[None, :] >= thr[:, None]).mean(1)  # b called a
-    best = 0.0
-    for f, n in zip(fpr, fnr, strict=True):
-        if f == 0 and n == 0:
+        fnr = np.searchsorted(np.sort(pos), thresholds, side="left") / pos.size
+        fpr = (neg.size - np.searchsorted(np.sort(neg), thresholds, side="left")) / neg.size
+        eps = np.asarray(epsilon_lower_bound(fpr, fnr, delta), dtype=np.float64)
+        estimable = (fpr > 0) & (fnr > 0)  # one zero rate says only that the sample is small
+        if ((fpr == 0) & (fnr == 0)).any():
             return float("inf")
-        if f == 0 or n == 0:
-            continue
-        best = max(best, float(epsilon_lower_bound(f, n, delta)))
-    return best
-
-
-def forgetting_quality_from_scores(
-    unlearned_scores: np.ndarray, retrained_scores: np.ndarray, *, delta: float = 1e-5, bin_width: float = 0.5
-) -> float:
-    """NeurIPS 2023 machine-unlearning challenge score from per-model scores.
-
-    Parameters
-    ----------
-    unlearned_scores
-        Array ``(n_unlearned_models, n_cells)`` of one signal per model and cell.
-    retrained_scores
-        Array ``(n_retrained_models, n_cells)``.
-    delta
-        The delta of (epsilon, delta)-DP.
-    bin_width
-        Width of the epsilon bins.
-
-    Returns
-    -------
-    Mean over cells of ``2 ** -floor(eps / bin_width)``: 1 when no cell is distinguishable,
-    0 when every cell is perfectly separated.
-    """
-    u = np.atleast_2d(np.asarray(unlearned_scores, dtype=np.float64))
-    r = np.atleast_2d(np.asarray(retrained_scores, dtype=np.float64))
-    if u.shape[1] != r.shape[1]:
-        raise ValueError(f"Both score arrays need the same number of cells; got {u.shape[1]} and {r.shape[1]}.")
-    if u.shape[0] < 2 or r.shape[0] < 2:
-        raise ValueError("Forgetting quality needs at least two unlearned and two retrained models.")
-    eps = np.array([per_example_epsilon(u[:, j], r[:, j], delta) for j in range(u.shape[1])])
-    bins = np.floor(eps / bin_width)
-    points = np.where(np.isinf(eps), 0.0, np.exp2(-np.where(np.isinf(bins), 0, bins)))
-    return float(points.mean())
-
-
-def forgetting_quality(
-    unlearned_models: Sequence[BaseModelClass],
-    retrained_models: Sequence[BaseModelClass],
-    cells: CellSpec,
-    *,
-    signal: str = "recon_ll",
-    delta: float = 1e-5,
-    bin_width: float = 0.5,
-    batch_size: int = 1024,
-) -> float:
-    """NeurIPS 2023 unlearning-challenge forgetting quality of a family of unlearned models.
-
-    Each model scores every cell with a posterior-mean signal; for each cell the best threshold
-    between the unlearned and the retrained distributions gives an epsilon, which is binned
-    (``bin_width``) and converted to ``2 ** -bin`` points; the mean over cells is returned.
-
-    Parameters
-    ----------
-    unlearned_models
-        Unlearned models (e.g. one per seed), all on the same AnnData.
-    retrained_models
-        Models retrained without the cells (exact unlearning), same AnnData.
-    cells
-        The forgotten cells to score.
-    signal
-        Signal column of :func:`scforget.privacy.signals` to compare.
-    delta
-        The delta of (epsilon, delta)-DP.
-    bin_width
-        Width of the epsilon bins.
-    batch_size
-        Cells per minibatch.
-
-    Returns
-    -------
-    Forgetting quality in [0, 1]; higher is better forgotten.
-    """
-    from scforget._core import AUDIT_CLASSES, check_model
-    from scforget.data import as_positions
-
-    from ._signals import BASE_COLUMNS, compute_raw
-
-    if signal not in ("recon_ll", "kl", "elbo"):
-        raise ValueError(f"`signal` must be one of 'recon_ll', 'kl', 'elbo'; got {signal!r} (of {BASE_COLUMNS}).")
-    models = list(unlearned_models) + list(retrained_models)
-    if len(unlearned_models) < 2 or len(retrained_models) < 2:
-        raise ValueError("Forgetting quality needs at least two unlearned and two retrained models.")
-    for i, m in enumerate(models):
-        check_model(m, supported=AUDIT_CLASSES, task="auditing", argument=f"models[{i}]")
-    names = models[0].adata.obs_names
-    for m in models[1:]:
-        if not m.adata.obs_names.equals(names):
-            raise ValueError("All models must be set up on the same cells (identical obs_names).")
-    pos = as_positions(cells, names, argument="cells")
-
-    def score(m):
-        raw = compute_raw(m, pos, batch_size=batch_size)
-        return {"recon_ll": raw["recon_ll"], "kl": raw["kl"], "elbo": raw["recon_ll"] - raw["kl"]}[signal]
-
-    u = np.stack([score(m) for m in unlearned_models])
-    r = np.stack([score(m) for m in retrained_models])
-    return forgetting_quality_from_scores(u, r, delta=delta, bin_width=bin_width)
+        return float(np.max(eps[estimable])) if estimable.any() else 0.0
+    check_choice(selection, ("split", "bonferroni"), "selection")
+    alpha = 1 - confidence
+    if selection == "bonferroni":
+        return float(np.max(_cp_bound_at(pos, neg, thresholds, alpha / thresholds.size, delta)))
+    if pos.size < 2 or neg.size < 2:
+        return 0.0
+    rng = np.random.default_rng(resolve_seed(seed))
+    pos, neg = rng.permutation(pos), rng.permutation(neg)
+    pick_pos, test_pos = pos[: pos.size // 2], pos[pos.size // 2 :]
+    pick_neg, test_neg = neg[: neg.size // 2], neg[neg.size // 2 :]
+    candidates = np.unique(np.concatenate([pick_pos, pick_neg]))
+    on_pick = _cp_bound_at(pick_pos, pick_neg, candidates, alpha, delta)
+    if not np.any(on_pick > 0):
+        return 0.0
+    chosen = candidates[[int(np.argmax(on_pick))]]
+    return float(_cp_bound_at(test_pos, test_neg, chosen, alpha, delta)[0])

@@ -63,7 +63,7 @@ def attack_metrics(scores: np.ndarray, labels: np.ndarray, *, n_bootstrap: int, 
         direction=direction,
         tpr_at_1pct_fpr=M.tpr_at_fpr(scores, labels, 0.01),
         tpr_at_0_1pct_fpr=M.tpr_at_fpr(scores, labels, 0.001),
-        epsilon_lower_bound=M.epsilon_lower_bound_roc(scores, labels, delta=1e-5, confidence=0.95),
+        epsilon_lower_bound=M.epsilon_lower_bound_roc(scores, labels, delta=1e-5, confidence=0.95, seed=seed),
     )
     return row
 
@@ -106,8 +106,9 @@ class AuditReport:
         ``direction`` is ``"member"`` when AUC >= 0.5, ``"over-unlearned"`` when the whole CI lies
         below 0.5 (the members now look *less* like training data than never-seen cells: the
         Streisand effect), and ``"non-member"`` for an AUC below 0.5 whose CI still covers 0.5.
-        The epsilon bound is the largest over the ROC curve, with 95% Clopper-Pearson bounds on
-        FPR and FNR at delta = 1e-5.
+        The epsilon bound is a 95% lower bound at delta = 1e-5: the threshold is chosen on half of
+        the cells and the bound computed on the other half with Clopper-Pearson bounds on FPR and
+        FNR (see :func:`scforget.privacy.metrics.epsilon_lower_bound_roc`).
         """
         if self._summary is None:
             y = self.per_cell["label"].to_numpy()

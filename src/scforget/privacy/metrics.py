@@ -1,13 +1,11 @@
 """Membership-inference metrics, each a small function on scores and labels."""
 
+from ._forgetting import example_epsilon, forgetting_quality, forgetting_quality_from_scores
 from ._metrics import (
     advantage,
     auc_with_ci,
     epsilon_lower_bound,
     epsilon_lower_bound_roc,
-    forgetting_quality,
-    forgetting_quality_from_scores,
-    per_example_epsilon,
     roc,
     tpr_at_fpr,
 )
@@ -17,9 +15,9 @@ __all__ = [
     "auc_with_ci",
     "epsilon_lower_bound",
     "epsilon_lower_bound_roc",
+    "example_epsilon",
     "forgetting_quality",
     "forgetting_quality_from_scores",
-    "per_example_epsilon",
     "roc",
     "tpr_at_fpr",
 ]
