@@ -11,7 +11,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 #: Attack names accepted by :func:`scforget.privacy.audit`.
-ATTACKS = ("loss", "kl", "classifier", "distance", "lira")
+ATTACKS = ("loss", "kl", "classifier", "distance", "lira", "rmia")
+#: Attacks that read reference models (trained once and shared).
+REFERENCE_ATTACKS = ("lira", "rmia")
 #: Classifier families of the ``classifier`` attack.
 CLASSIFIERS = ("logistic", "mlp")
 

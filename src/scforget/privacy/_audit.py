@@ -29,6 +29,7 @@ from scforget.data import as_positions, matched_negatives
 from . import _attacks as A
 from . import _lira as L
 from ._report import AuditReport, describe_model
+from ._rmia import rmia_scores
 from ._signals import assemble, compute_raw
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def audit(
     n_bootstrap: int = 1000,
     seed: int | None = None,
     groupby: str | Sequence[str] | None = None,
+    label_key: str | None = None,
     include_names: bool = False,
     batch_size: int = 1024,
     progress_bar: bool = True,
@@ -89,8 +91,11 @@ def audit(
         the ``k`` nearest training cells outside the audited sets, in posterior-mean latent space),
         ``lira`` (Carlini et al. 2022: reference models of the same architecture and recipe trained
         on the model's other training cells plus a random half of the audited cells, per-cell
-        Gaussian fits of the NB log-likelihood; or user-supplied ``reference_models`` used as OUT
-        models, offline mode).
+        Gaussian fits of the NB log-likelihood, variances pooled on the log scale; or user-supplied
+        ``reference_models`` used as OUT models, offline mode), ``rmia`` (Zarifzadeh et al. 2024,
+        offline, in log space: a cell's likelihood ratio to its mean likelihood under the reference
+        models that never trained on it, compared with the ratios of the non-members of its
+        ``label_key`` group; shares LiRA's reference models).
 
     Parameters
     ----------
@@ -129,6 +134,9 @@ def audit(
         :attr:`scvi.settings.seed`. The caller's random state is left as it was.
     groupby
         ``adata.obs`` column(s) copied into the report for :meth:`AuditReport.by_group`.
+    label_key
+        ``adata.obs`` column of cell types (or any biology labels): RMIA draws each cell's
+        population from the non-members with its label.
     include_names
         Index ``report.per_cell`` by obs names (default: anonymous integer ids).
     batch_size
@@ -175,6 +183,10 @@ def audit(
             raise KeyError(f"`groupby`={g!r} is not a column of adata.obs.{close_matches(g, obs.columns)}")
         if g in (*A.ATTACKS, "label"):
             raise ValueError(f"`groupby` column {g!r} clashes with a report column; rename it.")
+    if label_key is not None and label_key not in obs.columns:
+        raise KeyError(
+            f"`label_key`={label_key!r} is not a column of adata.obs.{close_matches(label_key, obs.columns)}"
+        )
     mem = as_positions(members, names, argument="members")
     if nonmembers is None:
         non = np.setdiff1d(never_trained(model), mem)
@@ -207,9 +219,8 @@ def audit(
             "The `distance` attack needs training cells outside `members` and `nonmembers` to measure distances "
             "to; the model was trained on none. Drop 'distance' from `attacks`."
         )
-    lira = "lira" in attacks
     epochs = None
-    if lira:
+    if any(a in A.REFERENCE_ATTACKS for a in attacks):
         if reference_models is not None:
             reference_models = list(reference_models)
             if not reference_models:
@@ -253,6 +264,7 @@ def audit(
         obs=obs,
         include_names=include_names,
         n_bootstrap=n_bootstrap,
+        label_key=label_key,
     )
     with seeded(seed), quiet_training():
         return _run(model, design, info)
@@ -282,6 +294,7 @@ class _Design:
     obs: pd.DataFrame
     include_names: bool
     n_bootstrap: int
+    label_key: str | None = None
 
 
 def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
@@ -312,6 +325,7 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
     info["timings"]["signals_s"] = time.perf_counter() - t0
 
     scores: dict[str, np.ndarray] = {}
+    cache: dict[str, Any] = {}
     for attack in d.attacks:
         t = time.perf_counter()
         if attack == "loss":
@@ -326,19 +340,14 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
             )
             scores[attack] = s
             info["folds"] = folds
-        elif attack == "lira":
-            if d.reference_models is not None:
-                refs, design = d.reference_models, None
-                info["lira_references"] = "supplied"
+        elif attack in A.REFERENCE_ATTACKS:
+            ref_signal, design = _references(model, d, cand, info, cache)
+            if attack == "lira":
+                scores[attack], info["lira_mode"] = L.lira_scores(sig["recon_ll"].to_numpy(), ref_signal, design)
             else:
-                design = L.in_out_design(cand.size, d.n_reference, seed)
-                refs = L.train_reference_models(
-                    model, cand, design, epochs=d.reference_epochs, seed=seed, progress_bar=d.progress_bar
-                )
-                info["lira_references"] = f"trained {d.n_reference} x {d.reference_epochs} epochs"
-            ref_signal = L.reference_signal(refs, model, cand, batch_size=d.batch_size)
-            scores[attack], info["lira_mode"] = L.lira_scores(sig["recon_ll"].to_numpy(), ref_signal, design)
-            info["n_reference"] = len(refs)
+                out_mask = np.ones(ref_signal.shape, dtype=bool) if design is None else ~design
+                groups_of = None if d.label_key is None else d.obs[d.label_key].astype(str).to_numpy()[cand]
+                scores[attack] = rmia_scores(sig["recon_ll"].to_numpy(), ref_signal, out_mask, labels, groups_of)
         info["timings"][f"{attack}_s"] = time.perf_counter() - t
 
     per_cell = pd.DataFrame({"label": labels, **scores})
@@ -358,3 +367,25 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
         _positions=cand,
         _n_obs=model.adata.n_obs,
     )
+
+
+def _references(model: BaseModelClass, d: _Design, cand: np.ndarray, info: dict, cache: dict):
+    """Reference models' per-cell log-likelihoods and IN design (``None``: all OUT), built once per audit."""
+    if "signal" not in cache:
+        if d.reference_models is not None:
+            refs, design = d.reference_models, None
+            info["lira_references"] = "supplied"
+        else:
+            # LiRA's online mode wants IN and OUT fits of every cell; RMIA alone is offline: all OUT
+            if "lira" in d.attacks:
+                design = L.in_out_design(cand.size, d.n_reference, d.seed)
+            else:
+                design = np.zeros((d.n_reference, cand.size), dtype=bool)
+            refs = L.train_reference_models(
+                model, cand, design, epochs=d.reference_epochs, seed=d.seed, progress_bar=d.progress_bar
+            )
+            info["lira_references"] = f"trained {d.n_reference} x {d.reference_epochs} epochs"
+        cache["signal"] = L.reference_signal(refs, model, cand, batch_size=d.batch_size)
+        cache["design"] = design
+        info["n_reference"] = len(refs)
+    return cache["signal"], cache["design"]

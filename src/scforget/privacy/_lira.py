@@ -120,19 +120,27 @@ def reference_signal(
 def _gaussian_fit(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell mean and variance of ``values`` over the rows where ``mask`` is true.
 
-    The variance is the per-cell sample variance shrunk towards the variance pooled over all cells
-    (:data:`VARIANCE_PRIOR` pseudo-observations); with one fit per cell it is the pooled variance,
-    Carlini et al.'s fixed-variance variant for few reference models.
+    The variance is the per-cell sample variance shrunk, on the log scale, towards the variances
+    pooled over all cells (a weighted geometric mean; :data:`VARIANCE_PRIOR` pseudo-observations).
+    Per-cell log-likelihoods are strongly heteroscedastic (their spread across models grows with a
+    cell's depth), so pooling on the absolute scale would let a few wide cells inflate every other
+    cell's variance and cost power; on the log scale each cell keeps its own order of magnitude. With
+    one fit per cell it is the pooled variance, Carlini et al.'s fixed-variance variant for few
+    reference models.
     """
     cnt = mask.sum(0).astype(np.float64)
     v = np.where(mask, values, 0.0)
     mean = v.sum(0) / np.maximum(cnt, 1)
     ss = (np.where(mask, values - mean, 0.0) ** 2).sum(0)
     dof = np.maximum(cnt - 1, 0)
-    pooled = ss.sum() / dof.sum() if dof.sum() > 0 else float(np.var(values[mask]))
-    pooled = max(pooled, 1e-8)
-    var = (ss + VARIANCE_PRIOR * pooled) / (dof + VARIANCE_PRIOR)
-    return mean, var
+    floor = 1e-12
+    s2 = np.maximum(ss / np.maximum(dof, 1), floor)
+    if dof.sum() > 0:
+        log_pooled = float((dof * np.log(s2)).sum() / dof.sum())
+    else:
+        log_pooled = float(np.log(max(np.var(values[mask]), floor)))
+    log_var = (dof * np.log(s2) + VARIANCE_PRIOR * log_pooled) / (dof + VARIANCE_PRIOR)
+    return mean, np.exp(log_var)
 
 
 def _log_normal(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
