@@ -196,8 +196,10 @@ def test_save_load_and_stock_loading(mapped, tmp_path):
     np.testing.assert_array_equal(
         stock.get_latent_representation(indices=split.retain), dropped.get_latent_representation(indices=split.retain)
     )
-    # no saved array lists a forgotten cell
+    # no saved array singles out the forgotten cells: they are only among the held-out (test) cells
     saved = torch.load(tmp_path / "m" / "model.pt", weights_only=False)["attr_dict"]  # our own file
+    test = saved.pop("test_indices_")
+    assert np.isin(split.forget, test).all() and test.size > split.forget.size
 
     def arrays(value):
         if isinstance(value, np.ndarray) and value.dtype.kind in "iu":

@@ -50,11 +50,42 @@ def test_unlearn_returns_new_model_and_leaves_input(trained_scvi, pbmc_small, dc
     assert rec["seed"] == 0 and rec["max_epochs"] == 2 and rec["wall_time_s"] > 0
     assert {"scvi-tools", "torch"} <= set(rec["versions"])
     assert "timestamp_utc" in rec
-    # the record names no cell, but proves which cells were forgotten
-    names = pbmc_small.obs_names[dc_split.forget]
+    # without a key the record holds counts only
+    assert rec["request_digest"] is None and rec["n_requested"] == len(dc_split.forget)
+    # the forgotten cells joined the test cells: no position is outside every index set
+    everything = np.union1d(np.union1d(new.train_indices, new.validation_indices), new.test_indices)
+    assert everything.size == pbmc_small.n_obs
+
+
+def test_records_keep_the_secret_and_verify_the_request(trained_scvi, pbmc_small, dc_split):
+    import hashlib
+    import secrets
+
+    key = secrets.token_hex(32)
+    never = dc_split.holdout[:3]  # asked for, but never training cells
+    request = np.union1d(dc_split.forget, never)
+    names = pbmc_small.obs_names[request]
+    with pytest.warns(UserWarning, match="never training cells"):
+        new = trained_scvi.unlearn(request, method="finetune", seed=0, max_epochs=1, key=key, **QUIET)
+    rec = new.unlearning_records_[-1]
+    assert (rec["n_requested"], rec["n_forget"], rec["n_never_trained"]) == (request.size, dc_split.forget.size, 3)
+    # nothing in the record names a cell or lets a guess be tested without the key
     assert not any(n in str(rec) for n in names)
-    assert verify_forgotten(rec, names)
-    assert not verify_forgotten(rec, names[:-1])
+    assert key not in str(rec)
+    for guess_salt in ("", rec.get("forget_digest_salt", "")):
+        h = hashlib.sha256((guess_salt + "".join(sorted(names))).encode()).hexdigest()
+        assert h != rec["request_digest"]
+    check = verify_forgotten(rec, names, key=key)
+    assert check["request_matches"] and check["forgotten_matches"]
+    assert sorted(check["forgotten"]) == sorted(pbmc_small.obs_names[dc_split.forget])
+    assert sorted(check["never_trained"]) == sorted(pbmc_small.obs_names[never])
+    assert not verify_forgotten(rec, names[:-1], key=key)["request_matches"]
+    assert not verify_forgotten(rec, names, key=secrets.token_hex(32))["request_matches"]
+    with pytest.raises(ValueError, match="16 bytes"):
+        trained_scvi.unlearn(dc_split.forget, method="finetune", max_epochs=1, key="short", **QUIET)
+    plain = trained_scvi.unlearn(dc_split.forget, method="finetune", max_epochs=1, **QUIET).unlearning_records_[-1]
+    with pytest.raises(ValueError, match="without a `key`"):
+        verify_forgotten(plain, names, key=key)
 
 
 def test_unlearn_function_works_on_stock_model(pbmc_small, dc_split):

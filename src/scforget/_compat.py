@@ -137,3 +137,10 @@ def batch_categories(model: BaseModelClass) -> list[str]:
 
     mapping = model.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
     return [str(c) for c in mapping]
+
+
+def download(url: str, dir_path: str, file_name: str) -> None:
+    """Fetch ``file_name`` into ``dir_path`` from ``url`` unless it is there (scvi-tools' ``backup_url``)."""
+    from scvi.data._download import _download
+
+    _download(url, dir_path, file_name)

@@ -38,6 +38,7 @@ from ._recipe import (
     record_training_call,
     training_recipe,
 )
+from ._safe_load import UnsafeModelFileError, checked_model_dir, read_model_file
 from ._seed import fork_rng, resolve_seed, rng_devices, seeded
 from ._split import split_cells
 from ._tensors import minibatches, n_cells, slice_tensors, tensors_to
@@ -96,6 +97,9 @@ __all__ = [
     "rng_devices",
     "seeded",
     "split_cells",
+    "UnsafeModelFileError",
+    "checked_model_dir",
+    "read_model_file",
     "slice_tensors",
     "tensors_to",
     "training_positions",

@@ -30,7 +30,7 @@ from scforget._core import (
 from scforget.data import as_positions
 
 from ._context import UnlearnContext
-from ._record import RECORDS_ATTR, make_record
+from ._record import RECORDS_ATTR, _key_bytes, make_record, request_fields
 from ._registry import MethodSpec, default_params, get_method
 
 if TYPE_CHECKING:
@@ -158,6 +158,7 @@ def unlearn(
     plan_kwargs: dict | None = None,
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
+    key: bytes | str | None = None,
     **kwargs: Any,
 ) -> M:
     """Remove cells from a trained scvi-tools model.
@@ -196,6 +197,11 @@ def unlearn(
         Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``, ...).
     devices
         Lightning devices.
+    key
+        A secret the data steward keeps (at least 16 bytes; e.g. ``secrets.token_hex(32)``). The
+        record then holds digests of the request keyed by it, which
+        :func:`scforget.methods.verify_forgotten` checks; the key is never stored. Without a key the
+        record holds only counts.
     **kwargs
         Hyper-parameters of the method (same as ``plan_kwargs``) or arguments of
         :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar``, ``early_stopping``). Anything
@@ -204,8 +210,10 @@ def unlearn(
     Returns
     -------
     The unlearned model (a new object unless ``inplace=True``). Its ``unlearning_records_`` gains
-    one entry (method, parameters, counts, a salted digest of the forgotten obs names, timings,
-    versions), and the forgotten cells are no longer among its ``train_indices``.
+    one entry (method, guarantee, parameters, counts, keyed digests of the request when ``key`` is
+    given, timings, versions). The forgotten cells are no longer among its ``train_indices``; they
+    join its ``test_indices`` (cells not trained on), so the saved index sets do not single them out
+    as the positions in no set.
 
     Examples
     --------
@@ -223,9 +231,12 @@ def unlearn(
     batch_size = check_int(batch_size, "batch_size", minimum=1, allow_none=True)
     max_epochs = check_int(max_epochs, "max_epochs", minimum=0, allow_none=True)
     seed = resolve_seed(seed)
+    if key is not None:
+        _key_bytes(key)
 
     names = model.adata.obs_names
     forget_pos = as_positions(forget, names, argument="forget")
+    requested = names[forget_pos]
     train = training_positions(model)
     never = np.setdiff1d(forget_pos, train)
     if never.size:
@@ -286,7 +297,15 @@ def unlearn(
 
     target.train_indices = np.setdiff1d(train, forget_pos)
     target.validation_indices = original["validation_indices"]
-    target.test_indices = original["test_indices"]
+    # the forgotten cells join the cells never trained on, so the saved index sets do not single them out
+    old_test = np.asarray([] if original["test_indices"] is None else original["test_indices"], dtype=np.int64)
+    target.test_indices = np.union1d(old_test, forget_pos)
+    if old_test.size == 0:
+        warn(
+            "The model has no test cells, so after this deletion its test set is exactly the forgotten cells: "
+            "anyone holding the saved model and the AnnData can see which positions were deleted. Train with a "
+            "test split (train_size + validation_size < 1) so that deleted cells hide among held-out ones."
+        )
     if hasattr(target, "module"):
         target.module.eval()
     record_cell_order(target)
@@ -295,8 +314,7 @@ def unlearn(
         kind=spec.kind,
         guarantee=spec.guarantee,
         params={**default_params(spec), **params},
-        forget_names=names[forget_pos],
-        n_forget=int(forget_pos.size),
+        request=request_fields(requested, names[forget_pos], key),
         n_retain=int(retain_pos.size),
         max_epochs=ctx.max_epochs,
         batch_size=ctx.batch_size,

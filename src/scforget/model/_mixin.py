@@ -7,7 +7,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scforget import _compat
-from scforget._core import copy_bookkeeping, init_kwargs, record_cell_order, record_training_call, training_positions
+from scforget._core import (
+    check_bool,
+    checked_model_dir,
+    copy_bookkeeping,
+    init_kwargs,
+    record_cell_order,
+    record_training_call,
+    training_positions,
+)
 from scforget.methods import unlearn as _unlearn
 
 if TYPE_CHECKING:
@@ -49,6 +57,43 @@ class UnlearningMixin:
         record_training_call(self, arguments, seconds=seconds, n_train_cells=n_train)  # type: ignore[arg-type]
         record_cell_order(self)  # type: ignore[arg-type]
         return out
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: Any = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        backup_url: str | None = None,
+        *,
+        trusted: bool = False,
+        **kwargs: Any,
+    ) -> Self:
+        """Load a saved model as scvi-tools does, without running code from the file.
+
+        scvi-tools unpickles ``model.pt`` with ``torch.load(weights_only=False)``, so a model file made
+        by someone else can run code. Here the file is read first with torch's weights-only
+        unpickler and an allowlist of what scvi-tools and scforget save (tensors, numpy arrays,
+        pandas tables, plain containers); anything else raises
+        :class:`~scforget.model.UnsafeModelFileError` before it runs. ``trusted=True`` skips the check,
+        for files you made yourself.
+
+        Parameters
+        ----------
+        dir_path, adata, accelerator, device, prefix, backup_url, **kwargs
+            As in :meth:`scvi.model.base.BaseModelClass.load`.
+        trusted
+            Load with scvi-tools' full unpickler, unchecked.
+        """
+        trusted = check_bool(trusted, "trusted")
+        if backup_url is not None:
+            _compat.download(backup_url, dir_path, f"{prefix or ''}model.pt")
+        with checked_model_dir(dir_path, prefix=prefix, trusted=trusted) as checked:
+            return super().load(  # type: ignore[misc]
+                checked, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
+            )
 
     def unlearn(self, forget: CellSpec, method: str = "finetune", **kwargs: Any) -> Self:
         """Remove cells from the model: :func:`scforget.unlearn` on this model.

@@ -455,9 +455,20 @@ class ShardedSCVI:
 
     @classmethod
     def load(
-        cls, dir_path: str | Path, adata: AnnData, accelerator: str = "auto", device: int | str = "auto"
+        cls,
+        dir_path: str | Path,
+        adata: AnnData,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        *,
+        trusted: bool = False,
     ) -> ShardedSCVI:
-        """Load an ensemble saved by :meth:`save` on ``adata`` (the AnnData it was trained on)."""
+        """Load an ensemble saved by :meth:`save` on ``adata`` (the AnnData it was trained on).
+
+        Nothing in the files runs: the manifest is JSON, the checkpoints are read weights-only and
+        each shard is loaded by :meth:`scforget.model.SCVI.load`, which checks its model file
+        (``trusted=True`` skips that check).
+        """
         path = Path(dir_path)
         if not (path / _MANIFEST).exists():
             raise FileNotFoundError(f"{path} holds no {_MANIFEST}; it is not a saved ShardedSCVI.")
@@ -467,7 +478,7 @@ class ShardedSCVI:
         new.shard_key, new.model_kwargs = manifest["shard_key"], dict(manifest["model_kwargs"])
         new.adata = adata
         new.shards = [
-            SCVI.load(path / f"shard_{s}", adata=adata, accelerator=accelerator, device=device)
+            SCVI.load(str(path / f"shard_{s}"), adata=adata, accelerator=accelerator, device=device, trusted=trusted)
             for s in range(new.n_shards)
         ]
         new.init_params_ = {
