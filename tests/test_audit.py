@@ -170,6 +170,7 @@ def test_matched_negatives(trained_scvi, dc_split):
 
 def test_lira_with_supplied_reference(trained_scvi, dc_split):
     ref = clone_model(trained_scvi)
+    ref.train_indices = np.setdiff1d(ref.train_indices, dc_split.forget)  # an OUT reference for the members
     rep = audit(
         trained_scvi,
         members=dc_split.forget,
@@ -216,9 +217,6 @@ def test_audit_unsupported_and_no_nonmembers(pbmc_small, trained_scvi, dc_split)
     cond.train_indices = np.arange(pbmc_small.n_obs)
     with pytest.raises(ValueError, match="No non-members"):
         audit(cond, members=dc_split.forget, progress_bar=False)
-    other = sf.datasets.pbmc3k()[:50].copy()
-    with pytest.raises(ValueError, match="same cells"):
-        audit(trained_scvi, other, members=dc_split.forget, progress_bar=False)
 
 
 def test_totalvi_on_mudata_signal_attacks():
@@ -242,3 +240,75 @@ def test_totalvi_on_mudata_signal_attacks():
         progress_bar=False,
     )
     assert list(report.summary().index) == ["loss", "kl", "classifier", "distance"]
+
+
+def test_audit_on_another_anndata_matches_the_model_own(trained_scvi, dc_split, _pbmc_small_master):
+    """Cells given by name in a larger AnnData (all pbmc3k cells, every gene) score as on the model's own."""
+    own = audit(
+        trained_scvi, members=dc_split.forget, nonmembers=dc_split.holdout, attacks=("loss", "kl"),
+        n_bootstrap=0, include_names=True, progress_bar=False,
+    )  # fmt: skip
+    big = sf.datasets.pbmc3k()
+    big.obs["cell_type"] = big.obs["cell_type"].astype(str)
+    before_obs, before_uns = big.obs.copy(), dict(big.uns)
+    store = dict(type(trained_scvi)._per_instance_manager_store)
+    names = trained_scvi.adata.obs_names
+    other = audit(
+        trained_scvi, big, members=names[dc_split.forget], nonmembers=names[dc_split.holdout], attacks=("loss", "kl"),
+        n_bootstrap=0, include_names=True, progress_bar=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        other.per_cell.loc[own.per_cell.index, ["loss", "kl"]].to_numpy(), own.per_cell[["loss", "kl"]].to_numpy(),
+        rtol=1e-5,
+    )  # fmt: skip
+    assert other.info["adata"].startswith("another")
+    # nothing of the caller's changed: the AnnData, and the model's registrations
+    assert big.obs.equals(before_obs) and set(big.uns) == set(before_uns)
+    assert type(trained_scvi)._per_instance_manager_store == store
+    # default non-members now include cells the model's AnnData never held
+    wide = audit(
+        trained_scvi, big, members=names[dc_split.forget], attacks=("loss",), n_bootstrap=0, progress_bar=False
+    )
+    assert wide.summary().loc["loss", "n_nonmembers"] > dc_split.holdout.size + dc_split.unseen.size
+    with pytest.raises(ValueError, match=r"lacks \d+ of the model's 300 genes"):
+        audit(trained_scvi, big[:, :100].copy(), members=[0, 1], progress_bar=False)
+
+
+def test_design_checks_refuse_invalid_designs(trained_scvi, dc_split, pbmc_small):
+    kw = {"attacks": ("loss",), "n_bootstrap": 0, "progress_bar": False}
+    with pytest.raises(ValueError, match="are training cells of the model"):
+        audit(trained_scvi, members=dc_split.forget, nonmembers=dc_split.retain[:30], **kw)
+    with pytest.raises(ValueError, match="never training cells of the model .and it was never unlearned"):
+        audit(trained_scvi, members=dc_split.holdout, nonmembers=dc_split.unseen, **kw)
+    # an unlearned model no longer lists the forgotten cells: they are accepted as members ...
+    new = trained_scvi.unlearn(dc_split.forget, method="finetune", max_epochs=1, enable_progress_bar=False)
+    audit(new, members=dc_split.forget, nonmembers=dc_split.holdout, **kw)
+    # ... but validation cells are not
+    with pytest.raises(ValueError, match="never training cells"):
+        audit(new, members=dc_split.validation, nonmembers=dc_split.holdout, **kw)
+    # different cell-type composition: warned, with the numbers
+    cd4 = np.flatnonzero(trained_scvi.adata.obs["cell_type"].astype(str).to_numpy() == "CD4 T")
+    cd4_unseen = np.intersect1d(cd4, dc_split.unseen)
+    with pytest.warns(UserWarning, match="composition.*matched=True"):
+        audit(trained_scvi, members=dc_split.forget, nonmembers=cd4_unseen, label_key="cell_type", **kw)
+
+
+def test_reference_models_are_checked(trained_scvi, dc_split):
+    kw = {"attacks": ("lira",), "n_bootstrap": 0, "progress_bar": False}
+    same = clone_model(trained_scvi)  # trained on the members
+    with pytest.raises(ValueError, match="trained on 18 of the members"):
+        audit(trained_scvi, members=dc_split.forget, nonmembers=dc_split.holdout, reference_models=[same], **kw)
+    other = sf.model.SCVI(trained_scvi.adata, n_hidden=8, n_latent=3)
+    other.is_trained_ = True
+    other.train_indices = dc_split.retain
+    with pytest.raises(ValueError, match="n_hidden=8 vs 32"):
+        audit(trained_scvi, members=dc_split.forget, nonmembers=dc_split.holdout, reference_models=[other], **kw)
+
+
+def test_genes_reordered_after_setup_are_refused(trained_scvi, dc_split, tmp_path):
+    trained_scvi.save(tmp_path / "m")
+    adata = trained_scvi.adata.copy()
+    model = sf.model.SCVI.load(str(tmp_path / "m"), adata=adata)
+    adata._inplace_subset_var(np.arange(adata.n_vars)[::-1])  # the genes reordered after setup
+    with pytest.raises(ValueError, match="genes"):
+        audit(model, members=dc_split.forget, nonmembers=dc_split.holdout, attacks=("loss",), progress_bar=False)

@@ -92,6 +92,7 @@ def test_null_two_never_trained_sets(leak):
         nonmembers=leak["holdout"],
         n_reference=2,
         n_bootstrap=500,
+        design_checks=False,  # a deliberate null: neither set was trained on
         progress_bar=False,
     )
     _assert_family_covers_chance(report)
@@ -117,6 +118,7 @@ def test_retrained_model_near_chance(leak, retrained):
         nonmembers=leak["holdout"],
         attacks=("loss", "kl", "classifier", "distance"),
         n_bootstrap=500,
+        design_checks=False,  # trained from scratch without the members: a deliberate null audit
         progress_bar=False,
     )
     s = report.summary()
@@ -242,6 +244,7 @@ def test_null_two_never_trained_sets_cheap(leak, retrained):
         nonmembers=leak["holdout"],
         reference_models=[retrained],
         n_bootstrap=500,
+        design_checks=False,  # a deliberate null: neither set was trained on
         progress_bar=False,
     )
     _assert_family_covers_chance(report)

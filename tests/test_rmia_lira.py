@@ -94,6 +94,7 @@ def test_lira_log_scale_prior_recovers_power_on_heteroscedastic_cells():
 
 def test_rmia_and_lira_in_audit_share_the_references(trained_scvi, dc_split):
     ref = clone_model(trained_scvi)
+    ref.train_indices = np.setdiff1d(ref.train_indices, dc_split.forget)  # an OUT reference for the members
     rep = audit(
         trained_scvi,
         members=dc_split.forget,

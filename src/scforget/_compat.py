@@ -144,3 +144,23 @@ def download(url: str, dir_path: str, file_name: str) -> None:
     from scvi.data._download import _download
 
     _download(url, dir_path, file_name)
+
+
+@contextlib.contextmanager
+def model_on(model: BaseModelClass, adata) -> Iterator[BaseModelClass]:
+    """A view of ``model`` on another AnnData, set up the scvi-tools way; ``model`` itself is not changed.
+
+    The view shares the module (the weights) and has its own identity, so scvi-tools registers the
+    AnnData's transferred setup (categories mapped to the model's registry) under the view alone; that
+    registration is removed on exit. ``adata`` is modified by the transfer (pass a copy).
+    """
+    import copy
+    from uuid import uuid4
+
+    view = copy.copy(model)
+    view.id = str(uuid4())
+    try:
+        view.adata = adata  # validates and transfers the setup (scvi-tools' adata setter)
+        yield view
+    finally:
+        type(model)._per_instance_manager_store.pop(view.id, None)

@@ -128,7 +128,11 @@ def _latent_accuracy(model, train_idx: np.ndarray, test_idx: np.ndarray, labels:
 
 def _audit_columns(model, split, references: list, config: BenchmarkConfig, seed: int) -> dict[str, Any]:
     from scforget.privacy import audit
+    from scforget.privacy._design import architecture_mismatch
 
+    # LiRA needs references trained like the audited model: the retrain models qualify only for the
+    # baseline's architecture (not for an ensemble, an adapter model or a LayerNorm DP-SGD model)
+    references = [r for r in references if architecture_mismatch(r, model) is None]
     attacks = ["loss", "kl", "classifier", "distance"] + (["lira"] if references else [])
     report = audit(
         model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from scforget import _compat
 from scforget._core import (
     AUDIT_CLASSES,
     check_bool,
@@ -27,6 +29,7 @@ from scforget._core import (
 from scforget.data import as_positions, matched_negatives
 
 from . import _attacks as A
+from . import _design as D
 from . import _lira as L
 from ._report import AuditReport, describe_model
 from ._rmia import rmia_scores
@@ -73,6 +76,7 @@ def audit(
     seed: int | None = None,
     groupby: str | Sequence[str] | None = None,
     label_key: str | None = None,
+    design_checks: bool = True,
     include_names: bool = False,
     batch_size: int = 1024,
     progress_bar: bool = True,
@@ -103,12 +107,19 @@ def audit(
         A trained :class:`scvi.model.SCVI`, :class:`~scvi.model.CondSCVI`, :class:`~scvi.model.SCANVI`
         or :class:`~scvi.model.TOTALVI` (or a scforget subclass). It is not modified.
     adata
-        Optional AnnData holding the same cells as ``model.adata`` (used for ``groupby`` columns).
+        The cells to audit: any AnnData holding the model's genes (raw counts), e.g. the model's own
+        cells together with cells measured elsewhere. Its setup is transferred from the model the
+        scvi-tools way, on a copy; ``members``, ``nonmembers`` and the ``groupby``/``label_key``
+        columns then refer to it, and the model's training cells are matched by obs name. By
+        default, the model's own AnnData.
     members
-        Cells that were trained on (or were to be forgotten).
+        Cells that were trained on (or were to be forgotten). Checked before any work: they must be
+        training cells of the model (for an unlearned model, training cells or cells outside its
+        validation set, since it no longer lists the cells it forgot).
     nonmembers
-        Cells never trained on. Default: every cell outside the model's training and validation
-        sets and ``members``. With ``matched=True`` this is the pool the matches are drawn from.
+        Cells never trained on (checked: none may be a training cell). Default: every cell outside
+        the model's training and validation sets and ``members``. With ``matched=True`` this is the
+        pool the matches are drawn from.
     matched
         Use as non-members the ``k`` nearest never-trained cells to each member in latent space
         (:func:`scforget.data.matched_negatives`).
@@ -135,8 +146,14 @@ def audit(
     groupby
         ``adata.obs`` column(s) copied into the report for :meth:`AuditReport.by_group`.
     label_key
-        ``adata.obs`` column of cell types (or any biology labels): RMIA draws each cell's
-        population from the non-members with its label.
+        ``adata.obs`` column of cell types (or any biology labels). RMIA draws each cell's
+        population from the non-members with its label, and a warning names the labels whose share
+        differs between members and non-members (chi-square p < 1e-3 and total variation > 0.1):
+        an attack would detect that difference, not membership.
+    design_checks
+        Refuse members the model never trained on and non-members it trained on (see ``members``).
+        ``False`` skips that check, for deliberate null audits: a model trained without the members
+        (e.g. a retrain reference built by hand) audited on them.
     include_names
         Index ``report.per_cell`` by obs names (default: anonymous integer ids).
     batch_size
@@ -156,24 +173,59 @@ def audit(
     # ---- validation, before any work ----
     check_model(model, supported=AUDIT_CLASSES, task="auditing", designs=("sharded",))
     matched = check_bool(matched, "matched")
+    design_checks = check_bool(design_checks, "design_checks")
     include_names = check_bool(include_names, "include_names")
     progress_bar = check_bool(progress_bar, "progress_bar")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     seed = resolve_seed(seed)
-    names = model.adata.obs_names
-    obs = model.adata.obs
-    if adata is not None and adata is not model.adata:
-        if not pd.Index(adata.obs_names).equals(names):
-            raise ValueError(
-                "`adata` does not hold the same cells (obs_names, in order) as the model's AnnData; pass the "
-                "AnnData the model was set up with, or load the model with it."
-            )
-        obs = adata.obs
+    foreign = adata is not None and adata is not model.adata
+    if foreign and getattr(model, "deletion_design", None) is not None:
+        raise ValueError("Audit a model built for deletion on its own AnnData (leave `adata` unset).")
+    view_data = D.audit_view(model, adata) if foreign else None
     attacks = _check_attacks(attacks)
     k = check_int(k, "k", minimum=1)
     n_folds = check_int(n_folds, "n_folds", minimum=2)
     n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
     check_choice(classifier, A.CLASSIFIERS, "classifier")
+    with contextlib.ExitStack() as stack:
+        target = model
+        if foreign:
+            target = stack.enter_context(_compat.model_on(model, view_data))
+            D.training_status(target, model)
+        design, info = _validate(
+            model,
+            target,
+            stack,
+            view_data,
+            members=members,
+            nonmembers=nonmembers,
+            matched=matched,
+            k=k,
+            attacks=attacks,
+            classifier=classifier,
+            reference_models=reference_models,
+            n_reference=n_reference,
+            reference_epochs=reference_epochs,
+            n_folds=n_folds,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            groupby=groupby,
+            label_key=label_key,
+            design_checks=design_checks,
+            include_names=include_names,
+            batch_size=batch_size,
+            progress_bar=progress_bar,
+        )
+        with seeded(seed), quiet_training():
+            return _run(target, design, info)
+
+
+def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
+    """Every check of :func:`audit` that needs the cells; ``target`` is the model on the audited AnnData."""
+    names = target.adata.obs_names
+    obs = target.adata.obs
+    attacks, n_folds, k, matched = a["attacks"], a["n_folds"], a["k"], a["matched"]
+    groupby, label_key = a["groupby"], a["label_key"]
     if groupby is None:
         groups: tuple[str, ...] = ()
     else:
@@ -187,14 +239,15 @@ def audit(
         raise KeyError(
             f"`label_key`={label_key!r} is not a column of adata.obs.{close_matches(label_key, obs.columns)}"
         )
-    mem = as_positions(members, names, argument="members")
+    mem = as_positions(a["members"], names, argument="members")
+    nonmembers = a["nonmembers"]
     if nonmembers is None:
-        non = np.setdiff1d(never_trained(model), mem)
+        non = np.setdiff1d(never_trained(target), mem)
         if non.size == 0:
             raise ValueError(
-                "No non-members are available: the model was trained (or validated) on every cell outside "
-                "`members` (e.g. CondSCVI trains with train_size=1 by default). Pass `nonmembers=` with cells the "
-                "model never saw, or train with held-out cells."
+                "No non-members are available: the model trained or validated on every cell outside `members` "
+                "(scvi-tools' default split keeps no test cells). Pass `nonmembers=` with cells the model never saw: "
+                "held-out cells of its AnnData, or cells of another AnnData passed as `adata=` with the model's genes."
             )
     else:
         non = as_positions(nonmembers, names, argument="nonmembers")
@@ -203,6 +256,20 @@ def audit(
         raise ValueError(
             f"{overlap.size} cell(s) are both in `members` and `nonmembers`; the two sets must be disjoint."
         )
+    info: dict = {
+        "classifier": a["classifier"],
+        "n_folds": n_folds,
+        "k": k,
+        "model": describe_model(model),
+        "timings": {},
+        "adata": "another AnnData (setup transferred)" if view_data is not None else "the model's own",
+    }
+    if a["design_checks"]:
+        info["design_checks"] = D.check_membership(target, mem, non)
+    else:
+        info["design_checks"] = "skipped (design_checks=False)"
+    if label_key is not None and not matched:
+        info["composition"] = D.check_composition(obs, label_key, mem, non)
     need = n_folds if "classifier" in attacks else 1
     if not matched and (mem.size < need or non.size < need):
         raise ValueError(
@@ -211,7 +278,7 @@ def audit(
         )
     if mem.size < need:
         raise ValueError(f"Too few members ({mem.size}) for {n_folds}-fold cross-fitting; lower `n_folds`.")
-    train_idx = training_positions(model)
+    train_idx = training_positions(target)
     # kNN reference: training cells outside the audited sets (matched non-members are never trained on)
     ref_pos = np.setdiff1d(train_idx, mem if matched else np.union1d(mem, non))
     if "distance" in attacks and ref_pos.size == 0:
@@ -220,29 +287,32 @@ def audit(
             "to; the model was trained on none. Drop 'distance' from `attacks`."
         )
     epochs = None
-    if any(a in A.REFERENCE_ATTACKS for a in attacks):
+    reference_models, n_reference = a["reference_models"], a["n_reference"]
+    if any(x in A.REFERENCE_ATTACKS for x in attacks):
         if reference_models is not None:
             reference_models = list(reference_models)
             if not reference_models:
                 raise ValueError("`reference_models` is empty; pass trained models or None to train references.")
+            on_view = []
             for i, ref in enumerate(reference_models):
-                check_model(
-                    ref,
-                    supported=AUDIT_CLASSES,
-                    task="auditing",
-                    argument=f"reference_models[{i}]",
-                    designs=("sharded",),
-                )
-                if not ref.adata.obs_names.equals(names):
-                    raise ValueError(
-                        f"`reference_models[{i}]` is set up on different cells than the audited model; reference "
-                        "models must share its AnnData (same obs_names in the same order)."
-                    )
+                check_model(ref, supported=AUDIT_CLASSES, task="auditing", argument=f"reference_models[{i}]")
+                D.check_reference(ref, i, model, names[mem])
+                if view_data is None:
+                    if not ref.adata.obs_names.equals(names):
+                        raise ValueError(
+                            f"`reference_models[{i}]` is set up on different cells than the audited model; reference "
+                            "models must share its AnnData (same obs_names in the same order), or pass `adata=`."
+                        )
+                    on_view.append(ref)
+                else:
+                    ref_view = stack.enter_context(_compat.model_on(ref, view_data.copy()))
+                    D.training_status(ref_view, ref)
+                    on_view.append(ref_view)
+            reference_models = on_view
         else:
             n_reference = check_int(n_reference, "n_reference", minimum=1)
-            epochs = L.reference_epochs_of(model, reference_epochs)
-    check_counts(model)  # every cell may be read: candidates, distance references, LiRA training sets
-    info: dict = {"classifier": classifier, "n_folds": n_folds, "k": k, "model": describe_model(model), "timings": {}}
+            epochs = L.reference_epochs_of(model, a["reference_epochs"])
+    check_counts(target)  # every cell may be read: candidates, distance references, LiRA training sets
     design = _Design(
         members=mem,
         nonmembers=non,
@@ -254,20 +324,19 @@ def audit(
         n_folds=n_folds,
         knn_reference=ref_pos,
         attacks=attacks,
-        classifier=classifier,
+        classifier=a["classifier"],
         reference_models=reference_models,
         n_reference=n_reference,
         reference_epochs=epochs,
-        seed=seed,
-        batch_size=batch_size,
-        progress_bar=progress_bar,
+        seed=a["seed"],
+        batch_size=a["batch_size"],
+        progress_bar=a["progress_bar"],
         obs=obs,
-        include_names=include_names,
-        n_bootstrap=n_bootstrap,
+        include_names=a["include_names"],
+        n_bootstrap=a["n_bootstrap"],
         label_key=label_key,
     )
-    with seeded(seed), quiet_training():
-        return _run(model, design, info)
+    return design, info
 
 
 @dataclass(frozen=True)
