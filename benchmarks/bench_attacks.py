@@ -87,8 +87,8 @@ def main() -> None:
             row = report.summary().loc[attack]
             mode = report.info.get("lira_mode", "offline") if attack == "lira" else "offline"
             lines.append(
-                f"| {k} | {attack} | {mode} | {row['auc']:.3f} | [{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}] | "
-                f"{row['tpr_at_1pct_fpr']:.3f} | {time.perf_counter() - t0:.1f} |"
+                f"| {k} | {attack} | {mode} | {row['auc']:.3f} | [{row['ci_low']:.3f}, {row['ci_high']:.3f}] | "
+                f"{row['tpr_1pct']:.3f} | {time.perf_counter() - t0:.1f} |"
             )
             print(lines[-1], flush=True)
     text = "\n".join(lines)

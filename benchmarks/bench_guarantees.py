@@ -62,7 +62,7 @@ def audit_row(model, members, nonmembers) -> dict[str, float]:
     )
     best = report.best_attack()
     row = report.summary().loc[best]
-    return {"attack": best, "auc": row["auc"], "ci": f"[{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}]"}
+    return {"attack": best, "auc": row["auc"], "ci": f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"}
 
 
 def main() -> None:

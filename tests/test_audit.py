@@ -18,18 +18,8 @@ from scforget.privacy import AuditReport, audit
 from .conftest import same_state, state_snapshot
 
 CHEAP = ("loss", "kl", "classifier", "distance")
-COLUMNS = [
-    "auc",
-    "auc_ci_low",
-    "auc_ci_high",
-    "advantage",
-    "direction",
-    "tpr_at_1pct_fpr",
-    "tpr_at_0_1pct_fpr",
-    "epsilon_lower_bound",
-    "n_members",
-    "n_nonmembers",
-]
+COLUMNS = ["auc", "ci_low", "ci_high", "tpr_1pct", "eps_lb", "direction"]
+FULL = [*COLUMNS, "tpr_0.1pct", "p_value", "advantage", "n_members", "n_nonmembers"]
 
 
 def report_model_names(report):
@@ -53,14 +43,15 @@ def report(trained_scvi, dc_split):
 
 def test_summary_schema_and_per_cell(report, dc_split):
     assert isinstance(report, AuditReport)
-    s = report.summary()
-    assert list(s.columns) == COLUMNS
+    assert list(report.summary().columns) == COLUMNS
+    s = report.summary(full=True)
+    assert list(s.columns) == FULL
     assert s.index.name == "attack" and list(s.index) == list(CHEAP)
     assert (s["n_members"] == len(dc_split.forget)).all()
     assert (s["n_nonmembers"] == len(dc_split.holdout)).all()
-    assert ((s["auc_ci_low"] <= s["auc"]) & (s["auc"] <= s["auc_ci_high"])).all()
+    assert ((s["ci_low"] <= s["auc"]) & (s["auc"] <= s["ci_high"])).all()
     np.testing.assert_allclose(s["advantage"], 2 * (s["auc"] - 0.5).abs())
-    assert set(s["direction"]) <= {"member", "non-member", "over-unlearned"}
+    assert set(s["direction"]) <= {"member", "chance", "reversed"}  # never unlearned: never "over-unlearned"
     # per-cell: anonymous ids, no obs names anywhere
     pc = report.per_cell
     assert isinstance(pc.index, pd.RangeIndex)
@@ -85,9 +76,10 @@ def test_include_names_and_by_group(trained_scvi, dc_split):
         progress_bar=False,
     )
     assert set(trained_scvi.adata.obs_names[dc_split.forget]) <= set(rep.per_cell.index)
-    bg = rep.by_group("cell_type")
+    assert list(rep.by_group("cell_type").columns) == COLUMNS
+    bg = rep.by_group("cell_type", full=True)
     assert bg.index.names == ["cell_type", "attack"]
-    assert list(bg.columns) == COLUMNS
+    assert list(bg.columns) == FULL
     dc = bg.loc["DC"]
     assert (dc["n_members"] == len(dc_split.forget)).all()
     # groups with non-members only have undefined metrics
@@ -137,7 +129,7 @@ def test_audit_leaves_model_untouched_and_default_nonmembers(trained_scvi, dc_sp
     assert same_state(trained_scvi, snap)
     np.testing.assert_array_equal(trained_scvi.train_indices, idx)
     # default non-members: every cell neither trained nor validated on (holdout + unseen)
-    assert rep.summary().loc["loss", "n_nonmembers"] == len(dc_split.holdout) + len(dc_split.unseen)
+    assert rep.summary(full=True).loc["loss", "n_nonmembers"] == len(dc_split.holdout) + len(dc_split.unseen)
 
 
 def test_matched_negatives(trained_scvi, dc_split):
@@ -269,7 +261,7 @@ def test_audit_on_another_anndata_matches_the_model_own(trained_scvi, dc_split, 
     wide = audit(
         trained_scvi, big, members=names[dc_split.forget], attacks=("loss",), n_bootstrap=0, progress_bar=False
     )
-    assert wide.summary().loc["loss", "n_nonmembers"] > dc_split.holdout.size + dc_split.unseen.size
+    assert wide.summary(full=True).loc["loss", "n_nonmembers"] > dc_split.holdout.size + dc_split.unseen.size
     with pytest.raises(ValueError, match=r"lacks \d+ of the model's 300 genes"):
         audit(trained_scvi, big[:, :100].copy(), members=[0, 1], progress_bar=False)
 
@@ -312,3 +304,25 @@ def test_genes_reordered_after_setup_are_refused(trained_scvi, dc_split, tmp_pat
     adata._inplace_subset_var(np.arange(adata.n_vars)[::-1])  # the genes reordered after setup
     with pytest.raises(ValueError, match="genes"):
         audit(model, members=dc_split.forget, nonmembers=dc_split.holdout, attacks=("loss",), progress_bar=False)
+
+
+def test_minified_model_needs_counts_and_then_audits_like_the_full_one(trained_scvi, dc_split):
+    counts = trained_scvi.adata.copy()
+    kw = {
+        "members": dc_split.forget,
+        "nonmembers": dc_split.holdout,
+        "attacks": CHEAP,
+        "n_bootstrap": 50,
+        "progress_bar": False,
+    }
+    full = audit(trained_scvi, **kw)
+    qzm, qzv = trained_scvi.get_latent_representation(return_dist=True)
+    trained_scvi.adata.obsm["qzm"], trained_scvi.adata.obsm["qzv"] = qzm, qzv
+    trained_scvi.adata.obs["observed_lib_size"] = np.asarray(trained_scvi.adata.X.sum(1)).ravel()
+    trained_scvi.minify_adata(use_latent_qzm_key="qzm", use_latent_qzv_key="qzv")
+    assert trained_scvi.minified_data_type is not None
+    with pytest.raises(ValueError, match="minified.*Pass the raw counts as `adata=`"):
+        audit(trained_scvi, **kw)
+    rep = audit(trained_scvi, counts, **kw)
+    pd.testing.assert_frame_equal(rep.per_cell, full.per_cell)
+    assert trained_scvi.minified_data_type is not None  # the caller's model is untouched

@@ -80,7 +80,7 @@ def test_planted_leak_detected(leak):
     assert s.loc["loss", "auc"] > 0.85, s
     assert s.loc["lira", "auc"] > 0.85, s
     assert (s["direction"] == "member").all()
-    assert s.loc["loss", "auc_ci_low"] > 0.5
+    assert s.loc["loss", "ci_low"] > 0.5
 
 
 @pytest.mark.slow
@@ -122,7 +122,7 @@ def test_retrained_model_near_chance(leak, retrained):
         progress_bar=False,
     )
     s = report.summary()
-    assert ((s["auc_ci_low"] <= 0.5) & (s["auc_ci_high"] >= 0.5)).all(), s
+    assert ((s["ci_low"] <= 0.5) & (s["ci_high"] >= 0.5)).all(), s
     # and the leaky model is clearly separable with the same attack and sets
     leaky = audit(
         leak["model"], members=leak["members"], nonmembers=leak["holdout"], attacks=("loss",), progress_bar=False
@@ -144,7 +144,7 @@ def test_lira_offline_with_supplied_references(leak, retrained):
     assert report.info["lira_references"] == "supplied"
     # one OUT model, pooled variance: weaker than online LiRA but the leak is detected
     s = report.summary()
-    assert s.loc["lira", "auc_ci_low"] > 0.5 and s.loc["lira", "direction"] == "member", s
+    assert s.loc["lira", "ci_low"] > 0.5 and s.loc["lira", "direction"] == "member", s
 
 
 # ---- out-of-fold proof -------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_same_seed_same_summary_different_seed_different_folds(leak, retrained):
     pd.testing.assert_frame_equal(a.summary(), b.summary())
     pd.testing.assert_frame_equal(a.per_cell, b.per_cell)
     assert not np.array_equal(a.info["folds"], c.info["folds"])
-    assert not a.summary()[["auc_ci_low", "auc_ci_high"]].equals(c.summary()[["auc_ci_low", "auc_ci_high"]])
+    assert not a.summary()[["ci_low", "ci_high"]].equals(c.summary()[["ci_low", "ci_high"]])
     # threshold attacks do not depend on the seed
     np.testing.assert_array_equal(a.per_cell["loss"], c.per_cell["loss"])
 
@@ -234,7 +234,7 @@ def test_planted_leak_cheap_attacks(leak):
         progress_bar=False,
     ).summary()
     assert s.loc["classifier", "auc"] > 0.85, s
-    assert (s["auc_ci_low"] > 0.5).all(), s
+    assert (s["ci_low"] > 0.5).all(), s
 
 
 def test_null_two_never_trained_sets_cheap(leak, retrained):

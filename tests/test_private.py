@@ -207,5 +207,5 @@ def test_dp_audit_on_a_planted_leak(_pbmc_small_master):
     }
     leak, dp = reports["leaky"].summary(), reports["private"].summary()
     assert leak.loc["loss", "auc"] > 0.8  # the design memorises without DP
-    assert (dp["epsilon_lower_bound"] <= epsilon).all(), dp
-    assert leak["epsilon_lower_bound"].max() > dp["epsilon_lower_bound"].max()
+    assert (dp["eps_lb"] <= epsilon).all(), dp
+    assert leak["eps_lb"].max() > dp["eps_lb"].max()

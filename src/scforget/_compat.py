@@ -164,3 +164,21 @@ def model_on(model: BaseModelClass, adata) -> Iterator[BaseModelClass]:
         yield view
     finally:
         type(model)._per_instance_manager_store.pop(view.id, None)
+
+
+@contextlib.contextmanager
+def unminified(model: BaseModelClass, adata) -> Iterator[BaseModelClass]:
+    """The weights of a minified ``model`` (latent only) loaded on ``adata``, which holds the counts.
+
+    scvi-tools restores a full model when a saved minified one is loaded with counts; this does that
+    through a temporary directory (our own file, written just now). ``adata`` gets the setup (pass a copy).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="scforget-unminify-") as tmp:
+        model.save(tmp, overwrite=True, save_anndata=False)
+        full = type(model).load(tmp, adata=adata)
+        try:
+            yield full
+        finally:
+            type(model)._per_instance_manager_store.pop(full.id, None)

@@ -52,7 +52,13 @@ def _check_ensemble(model: Any, *, task: str, argument: str, designs: Sequence[s
 
 
 def check_model(
-    model: Any, *, supported: Sequence[str], task: str, argument: str = "model", designs: Sequence[str] = ()
+    model: Any,
+    *,
+    supported: Sequence[str],
+    task: str,
+    argument: str = "model",
+    designs: Sequence[str] = (),
+    allow_minified: bool = False,
 ) -> None:
     """Raise a clear error unless ``model`` is a trained scvi-tools model that ``task`` supports.
 
@@ -73,6 +79,8 @@ def check_model(
     designs
         Ensembles built for deletion (``deletion_design`` of the object, e.g. ``"sharded"``) accepted
         as a whole; their member models are checked when they are built.
+    allow_minified
+        Accept a minified model (latent only), for callers that bring the counts themselves.
     """
     from scvi.model.base import BaseModelClass
 
@@ -96,7 +104,7 @@ def check_model(
         )
     if not _compat.check_if_trained(model):
         raise RuntimeError(f"`{argument}` is not trained yet; call `{argument}.train()` first.")
-    if _compat.is_minified(model):
+    if _compat.is_minified(model) and not allow_minified:
         raise ValueError(
             f"`{argument}` uses a minified AnnData, which holds no counts; {task} needs the full counts. "
             "Load the model with the full AnnData."

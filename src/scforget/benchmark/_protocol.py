@@ -145,16 +145,16 @@ def _audit_columns(model, split, references: list, config: BenchmarkConfig, seed
         seed=seed,
         progress_bar=False,
     )
-    summary = report.summary()
+    summary = report.summary(full=True)
     best = report.best_attack()
     row = summary.loc[best]
     out = {
         "best_attack": best,
         "auc": float(row["auc"]),
-        "auc_ci_low": float(row["auc_ci_low"]),
-        "auc_ci_high": float(row["auc_ci_high"]),
+        "auc_ci_low": float(row["ci_low"]),
+        "auc_ci_high": float(row["ci_high"]),
         "advantage": float(row["advantage"]),
-        "tpr_at_1pct_fpr": float(row["tpr_at_1pct_fpr"]),
+        "tpr_at_1pct_fpr": float(row["tpr_1pct"]),
     }
     for attack in summary.index:
         out[f"auc_{attack}"] = float(summary.loc[attack, "auc"])

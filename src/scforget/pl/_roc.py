@@ -42,6 +42,7 @@ def roc(
     labels: np.ndarray | Mapping[str, np.ndarray],
     *,
     log: bool = False,
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     title: str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -58,6 +59,9 @@ def roc(
         1 for members, 0 for non-members: one array for every curve, or one per name.
     log
         Log-log axes, to read the true-positive rate at low false-positive rates.
+    bands
+        Confidence bands by curve name: ``(fpr_grid, tpr_low, tpr_high)``, drawn shaded in the
+        curve's colour (e.g. from :func:`scforget.privacy.metrics.roc_band`).
     {title_ax}
     {show_save}
 
@@ -72,7 +76,10 @@ def roc(
     n0 = min(int((~y).sum()) for _, _, y in curves)
     for name, s, y in curves:
         fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.2f})", drawstyle="steps-post")
+        (line,) = ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.2f})", drawstyle="steps-post")
+        if bands is not None and name in bands:
+            grid, lo, hi = (np.asarray(v, dtype=np.float64) for v in bands[name])
+            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, step="post", linewidth=0)
     floor = 1.0 / max(n0, 1) / 2 if log else 0.0
     grid = np.logspace(np.log10(floor), 0, 200) if log else np.linspace(0, 1, 200)
     ax.plot(grid, grid, color="grey", linestyle="--", linewidth=0.8, label="chance")

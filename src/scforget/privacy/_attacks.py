@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -56,11 +56,18 @@ def classifier_features(sig: pd.DataFrame) -> np.ndarray:
     return np.hstack(feats)
 
 
-def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold id of every cell from a shuffled stratified K-fold split."""
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold id of every cell from a shuffled stratified K-fold split.
+
+    With ``groups`` (e.g. donors) every group falls in one fold, so the classifier never scores a
+    cell of a donor whose other cells it was fitted on (it would learn the donor, not membership).
+    """
     folds = np.empty(labels.size, dtype=np.int64)
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for f, (_, test) in enumerate(skf.split(np.zeros(labels.size), labels)):
+    if groups is None:
+        skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:
+        skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for f, (_, test) in enumerate(skf.split(np.zeros(labels.size), labels, groups)):
         folds[test] = f
     return folds
 
@@ -88,11 +95,17 @@ def cross_fit(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, kind:
 
 
 def classifier_scores(
-    features: np.ndarray, labels: np.ndarray, *, n_folds: int, seed: int, kind: str = "logistic"
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_folds: int,
+    seed: int,
+    kind: str = "logistic",
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-fitted classifier attack; returns ``(out_of_fold_scores, fold_ids)``."""
+    """Cross-fitted classifier attack; returns ``(out_of_fold_scores, fold_ids)`` (folds by ``groups`` if given)."""
     labels = np.asarray(labels, dtype=np.int64)
-    folds = stratified_folds(labels, n_folds, seed)
+    folds = stratified_folds(labels, n_folds, seed, groups)
     return cross_fit(features, labels, folds, kind, seed), folds
 
 

@@ -76,6 +76,7 @@ def audit(
     seed: int | None = None,
     groupby: str | Sequence[str] | None = None,
     label_key: str | None = None,
+    donor_key: str | None = None,
     design_checks: bool = True,
     include_names: bool = False,
     batch_size: int = 1024,
@@ -111,7 +112,8 @@ def audit(
         cells together with cells measured elsewhere. Its setup is transferred from the model the
         scvi-tools way, on a copy; ``members``, ``nonmembers`` and the ``groupby``/``label_key``
         columns then refer to it, and the model's training cells are matched by obs name. By
-        default, the model's own AnnData.
+        default, the model's own AnnData. Required for a minified model (latent only, as on
+        scvi-hub): its weights are loaded on these counts.
     members
         Cells that were trained on (or were to be forgotten). Checked before any work: they must be
         training cells of the model (for an unlearned model, training cells or cells outside its
@@ -150,6 +152,11 @@ def audit(
         population from the non-members with its label, and a warning names the labels whose share
         differs between members and non-members (chi-square p < 1e-3 and total variation > 0.1):
         an attack would detect that difference, not membership.
+    donor_key
+        ``adata.obs`` column of donors, for donor-level risk ("was this donor in the training set?",
+        :meth:`AuditReport.donor_summary`). Every donor's audited cells must be all members or all
+        non-members, and the classifier's folds keep each donor's cells together (else it would learn
+        the donor, not membership).
     design_checks
         Refuse members the model never trained on and non-members it trained on (see ``members``).
         ``False`` skips that check, for deliberate null audits: a model trained without the members
@@ -171,7 +178,14 @@ def audit(
     >>> report.summary()
     """
     # ---- validation, before any work ----
-    check_model(model, supported=AUDIT_CLASSES, task="auditing", designs=("sharded",))
+    minified = _compat.is_minified(model)
+    if minified and adata is None:
+        raise ValueError(
+            "`model` is minified (its AnnData holds only the latent posterior, as on scvi-hub), and every attack "
+            "scores a cell's counts. Pass the raw counts as `adata=` (any AnnData with the model's genes, e.g. the "
+            "data it was trained on); the weights are then loaded on them."
+        )
+    check_model(model, supported=AUDIT_CLASSES, task="auditing", designs=("sharded",), allow_minified=minified)
     matched = check_bool(matched, "matched")
     design_checks = check_bool(design_checks, "design_checks")
     include_names = check_bool(include_names, "include_names")
@@ -189,7 +203,10 @@ def audit(
     check_choice(classifier, A.CLASSIFIERS, "classifier")
     with contextlib.ExitStack() as stack:
         target = model
-        if foreign:
+        if minified:
+            target = stack.enter_context(_compat.unminified(model, view_data))
+            D.training_status(target, model)
+        elif foreign:
             target = stack.enter_context(_compat.model_on(model, view_data))
             D.training_status(target, model)
         design, info = _validate(
@@ -211,6 +228,7 @@ def audit(
             seed=seed,
             groupby=groupby,
             label_key=label_key,
+            donor_key=donor_key,
             design_checks=design_checks,
             include_names=include_names,
             batch_size=batch_size,
@@ -225,7 +243,7 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
     names = target.adata.obs_names
     obs = target.adata.obs
     attacks, n_folds, k, matched = a["attacks"], a["n_folds"], a["k"], a["matched"]
-    groupby, label_key = a["groupby"], a["label_key"]
+    groupby, label_key, donor_key = a["groupby"], a["label_key"], a["donor_key"]
     if groupby is None:
         groups: tuple[str, ...] = ()
     else:
@@ -235,10 +253,11 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
             raise KeyError(f"`groupby`={g!r} is not a column of adata.obs.{close_matches(g, obs.columns)}")
         if g in (*A.ATTACKS, "label"):
             raise ValueError(f"`groupby` column {g!r} clashes with a report column; rename it.")
-    if label_key is not None and label_key not in obs.columns:
-        raise KeyError(
-            f"`label_key`={label_key!r} is not a column of adata.obs.{close_matches(label_key, obs.columns)}"
-        )
+    for arg, key in (("label_key", label_key), ("donor_key", donor_key)):
+        if key is not None and key not in obs.columns:
+            raise KeyError(f"`{arg}`={key!r} is not a column of adata.obs.{close_matches(str(key), obs.columns)}")
+    if donor_key is not None and donor_key in (*A.ATTACKS, "label"):
+        raise ValueError(f"`donor_key` column {donor_key!r} clashes with a report column; rename it.")
     mem = as_positions(a["members"], names, argument="members")
     nonmembers = a["nonmembers"]
     if nonmembers is None:
@@ -263,6 +282,7 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
         "model": describe_model(model),
         "timings": {},
         "adata": "another AnnData (setup transferred)" if view_data is not None else "the model's own",
+        "unlearned": bool(getattr(model, "unlearning_records_", None)),
     }
     if a["design_checks"]:
         info["design_checks"] = D.check_membership(target, mem, non)
@@ -270,6 +290,11 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
         info["design_checks"] = "skipped (design_checks=False)"
     if label_key is not None and not matched:
         info["composition"] = D.check_composition(obs, label_key, mem, non)
+    donors = None
+    if donor_key is not None:
+        if matched:
+            raise ValueError("`donor_key` and `matched=True` do not combine: matching picks cells, not donors.")
+        donors = D.check_donors(obs, donor_key, mem, non, n_folds=n_folds if "classifier" in attacks else None)
     need = n_folds if "classifier" in attacks else 1
     if not matched and (mem.size < need or non.size < need):
         raise ValueError(
@@ -335,6 +360,8 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
         include_names=a["include_names"],
         n_bootstrap=a["n_bootstrap"],
         label_key=label_key,
+        donor_key=donor_key,
+        donors=donors,
     )
     return design, info
 
@@ -364,6 +391,8 @@ class _Design:
     include_names: bool
     n_bootstrap: int
     label_key: str | None = None
+    donor_key: str | None = None
+    donors: np.ndarray | None = None  # donor of every obs (as strings), when donor_key is set
 
 
 def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
@@ -405,7 +434,12 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
             scores[attack] = A.distance_scores(sig)
         elif attack == "classifier":
             s, folds = A.classifier_scores(
-                A.classifier_features(sig), labels, n_folds=n_folds, seed=seed, kind=d.classifier
+                A.classifier_features(sig),
+                labels,
+                n_folds=n_folds,
+                seed=seed,
+                kind=d.classifier,
+                groups=None if d.donors is None else d.donors[cand],
             )
             scores[attack] = s
             info["folds"] = folds
@@ -422,6 +456,8 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
     per_cell = pd.DataFrame({"label": labels, **scores})
     for g in groups:
         per_cell[g] = d.obs[g].iloc[cand].to_numpy()
+    if d.donor_key is not None and d.donor_key not in groups:
+        per_cell[d.donor_key] = d.obs[d.donor_key].iloc[cand].to_numpy()
     per_cell.index = (
         pd.Index(names[cand].copy(), name="cell") if d.include_names else pd.RangeIndex(cand.size, name="id")
     )
@@ -433,6 +469,7 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
         seed=seed,
         groupby=groups,
         info=info,
+        donor_key=d.donor_key,
         _positions=cand,
         _n_obs=model.adata.n_obs,
     )

@@ -151,3 +151,30 @@ def check_reference(ref: BaseModelClass, i: int, model: BaseModelClass, member_n
             f"`reference_models[{i}]` trained on {n} of the members; an OUT reference must never have seen them "
             "(e.g. use models retrained without the members)."
         )
+
+
+def check_donors(
+    obs: pd.DataFrame, key: str, members: np.ndarray, nonmembers: np.ndarray, *, n_folds: int | None
+) -> np.ndarray:
+    """Every donor wholly member or non-member; enough donors per class for donor-grouped folds.
+
+    Returns the donor of every obs as strings.
+    """
+    col = obs[key]
+    if col.isna().to_numpy()[np.concatenate([members, nonmembers])].any():
+        raise ValueError(f"`donor_key`={key!r} has missing values among the audited cells; label every cell's donor.")
+    donors = col.astype(str).to_numpy()
+    both = np.intersect1d(donors[members], donors[nonmembers])
+    if both.size:
+        raise ValueError(
+            f"{both.size} donor(s) of `donor_key`={key!r} have cells among both members and non-members (e.g. "
+            f"{', '.join(map(str, both[:3]))}); a donor-level audit needs each donor wholly in one set."
+        )
+    n1, n0 = np.unique(donors[members]).size, np.unique(donors[nonmembers]).size
+    if n_folds is not None and min(n1, n0) < n_folds:
+        raise ValueError(
+            f"The classifier's {n_folds} folds keep each donor's cells together and need {n_folds} donors of each kind; "
+            f"there are {n1} member and {n0} non-member donors. Lower `n_folds` (at least 2) or drop 'classifier' "
+            "from `attacks`."
+        )
+    return donors

@@ -112,6 +112,25 @@ def auc_with_ci(
     return auc, float(lo), float(hi)
 
 
+@doc_params(scores_labels=_DOC_SCORES_LABELS)
+def auc_p_value(scores, labels) -> float:
+    """One-sided p-value of "members score higher than non-members" (Mann-Whitney U test, AUC > 0.5).
+
+    Exact where the permutation distribution is (no ties, up to 60 cells), normal approximation with
+    tie correction otherwise. Valid for scores fixed before the labels are looked at (threshold
+    attacks, out-of-fold classifier scores up to the small dependence cross-fitting leaves).
+
+    Parameters
+    ----------
+    {scores_labels}
+    """
+    s, y = _check_scores(scores, labels)
+    exact = s.size <= 60 and np.unique(s).size == s.size
+    return float(
+        stats.mannwhitneyu(s[y], s[~y], alternative="greater", method="exact" if exact else "asymptotic").pvalue
+    )
+
+
 def advantage(auc: float) -> float:
     """Membership advantage ``2 |AUC - 0.5|`` (0 = chance, 1 = perfect, either direction)."""
     return float(2 * abs(auc - 0.5))
@@ -126,11 +145,53 @@ def roc(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return fpr, tpr, thr
 
 
+#: False-positive rates of the reports' ``tpr_*`` columns.
+FPR_LEVELS = {"tpr_1pct": 0.01, "tpr_0.1pct": 0.001}
+
+
+def reachable(fpr: float, n_nonmembers: int) -> bool:
+    """Whether ``n_nonmembers`` non-members resolve a false-positive rate of ``fpr`` (one false positive ≤ it)."""
+    return n_nonmembers * fpr >= 1 - 1e-9
+
+
+def tpr_curve(scores, labels, fpr_grid: np.ndarray) -> np.ndarray:
+    """Largest TPR among thresholds with FPR at most each grid value (the ROC step function)."""
+    f, t, _ = roc(scores, labels)
+    # f is non-decreasing and t with it, so the largest TPR at FPR <= g is at the last f <= g
+    idx = np.searchsorted(f, np.asarray(fpr_grid, dtype=np.float64) + 1e-12, side="right") - 1
+    return np.where(idx >= 0, t[np.clip(idx, 0, None)], 0.0)
+
+
+def roc_band(
+    scores, labels, fpr_grid: np.ndarray, *, n_bootstrap: int = 200, seed: int | None = None, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise percentile bootstrap band of the ROC curve's TPR at each FPR of ``fpr_grid``.
+
+    Members and non-members are resampled separately, as for :func:`auc_with_ci`.
+
+    Returns
+    -------
+    ``(low, high)`` arrays of the grid's length.
+    """
+    from scforget._core import resolve_seed
+
+    s, y = _check_scores(scores, labels)
+    pos, neg = s[y], s[~y]
+    rng = np.random.default_rng(resolve_seed(seed))
+    curves = np.empty((n_bootstrap, len(fpr_grid)))
+    lab = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
+    for b in range(n_bootstrap):
+        sb = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
+        curves[b] = tpr_curve(sb, lab, fpr_grid)
+    alpha = (1 - level) / 2
+    return np.quantile(curves, alpha, axis=0), np.quantile(curves, 1 - alpha, axis=0)
+
+
 def tpr_at_fpr(scores, labels, fpr: float) -> float:
     """Largest true-positive rate among thresholds whose false-positive rate is at most ``fpr``.
 
     With ``n`` non-members the smallest attainable non-zero FPR is ``1/n``; below it this is the
-    TPR at FPR 0.
+    TPR at FPR 0 (reports give NaN there instead: see :class:`~scforget.privacy.AuditReport`).
     """
     if not 0 <= fpr <= 1:
         raise ValueError(f"`fpr` must lie in [0, 1]; got {fpr}.")
