@@ -85,6 +85,10 @@ def _allowlist() -> dict[str, Any]:
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside the allowlist (as opposed to bytes that are no pickle at all)."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only allowlisted globals (the standard "restricting globals" recipe)."""
 
@@ -95,7 +99,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         key = f"{module}.{name}"
         if key in self._allowed:
             return self._allowed[key]
-        raise pickle.UnpicklingError(f"{key} is not one of the types a saved model may hold")
+        raise _RefusedGlobal(f"{key} is not one of the types a saved model may hold")
 
 
 def _restricted_pickle_module() -> types.ModuleType:
@@ -127,13 +131,13 @@ def read_model_file(data: bytes | str | os.PathLike, *, trusted: bool = False, m
         return torch.load(
             source, map_location=map_location, weights_only=False, pickle_module=_restricted_pickle_module()
         )
-    except pickle.UnpicklingError as e:
+    except _RefusedGlobal as e:
         raise UnsafeModelFileError(
             "The model file holds objects outside what scvi-tools and scforget save, so loading it could run "
             f"code from the file; it was not loaded ({e}). Load it with trusted=True only if you made the file "
             "yourself or trust whoever did."
         ) from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
         raise ValueError(
             f"The model file could not be read ({e}); it is corrupt or not a model saved by scvi-tools."
         ) from e

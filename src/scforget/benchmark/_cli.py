@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
+
+from ._audit_cli import add_parser as add_audit_parser
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -40,32 +41,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(args: argparse.Namespace) -> int:
-    import anndata as ad
-    import scvi
-
-    import scforget as sf
-
-    adata = ad.read_h5ad(args.adata)
-    registry = scvi.model.base.BaseModelClass.load_registry(args.model)
-    name = registry["model_name"]
-    cls = getattr(sf.model, name, None) or getattr(scvi.model, name)
-    model = cls.load(args.model, adata=adata)
-    col = adata.obs[args.members_key].astype(str)
-    members = (col == args.members_value).to_numpy()
-    nonmembers = None if args.nonmembers_value is None else (col == args.nonmembers_value).to_numpy()
-    report = sf.privacy.audit(
-        model, members=members, nonmembers=nonmembers, n_bootstrap=args.n_bootstrap, seed=args.seed, progress_bar=False
-    )
-    summary = report.summary()
-    print(summary.to_string())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(out)
-    print(f"wrote {out}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``scforget`` command."""
     parser = argparse.ArgumentParser(prog="scforget", description="Unlearning and membership audits for scvi-tools.")
@@ -89,16 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="benchmark_out", help="output directory")
     b.set_defaults(func=_benchmark)
 
-    a = sub.add_parser("audit", help="audit a saved model for membership leakage")
-    a.add_argument("model", help="directory of a saved scvi-tools model")
-    a.add_argument("adata", help="the .h5ad the model was trained on")
-    a.add_argument("--members-key", required=True, help="obs column that marks the audited members")
-    a.add_argument("--members-value", required=True, help="value of --members-key for members")
-    a.add_argument("--nonmembers-value", help="value for non-members (default: the model's held-out cells)")
-    a.add_argument("--n-bootstrap", type=int, default=1000)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--out", default="audit_summary.csv", help="CSV file for the summary")
-    a.set_defaults(func=_audit)
+    add_audit_parser(sub)
     return parser
 
 
