@@ -73,7 +73,8 @@ def test_direction_fits_the_model(shift, unlearned, expected):
     assert sentence.startswith("loss:")
     assert f"{row['ci_low']:.2f}-{row['ci_high']:.2f}" in sentence and "chance" in sentence
     if expected == "reversed":
-        assert "never unlearned" in sentence and "confound" in sentence and "over-unlearn" not in sentence
+        assert "never unlearned" in sentence and "rarity confound" in sentence and "not over-unlearning" in sentence
+        assert "separates them in reverse" in rep.verdict().splitlines()[-1]
     if expected == "over-unlearned":
         assert "over-unlearning" in sentence
 

@@ -28,7 +28,7 @@ from ._indices import (
 )
 from ._likelihood import log_prob, nb_log_prob
 from ._modes import BATCHNORM, drop_last_for_batchnorm, eval_mode, frozen_batchnorm, has_batchnorm
-from ._quiet import quiet_training
+from ._quiet import quiet_setup, quiet_training
 from ._recipe import (
     DEFAULT_BATCH_SIZE,
     RECIPE_ATTR,
@@ -88,6 +88,7 @@ __all__ = [
     "package_versions",
     "posterior",
     "posterior_mean_forward",
+    "quiet_setup",
     "quiet_training",
     "recipe_train_kwargs",
     "reconstruction_log_prob",

@@ -45,3 +45,21 @@ def quiet_training() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_setup() -> Iterator[None]:
+    """Silence scvi-tools' INFO lines for set-up done on the user's behalf (setup transfer, file reads).
+
+    They show again when :attr:`scvi.settings.verbosity` is ``logging.DEBUG`` or lower.
+    """
+    import scvi
+
+    logger = logging.getLogger("scvi")
+    level = logger.level
+    if int(scvi.settings.verbosity) > logging.DEBUG:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scforget._core import check_bool, checked_model_dir, read_model_file
+from scforget._core import check_bool, checked_model_dir, quiet_setup, read_model_file
 
 
 def load_model(
@@ -60,7 +60,8 @@ def load_model(
     cls = getattr(sf_model, str(name), None) or getattr(scvi.model, str(name), None)
     if cls is None:
         raise ValueError(f"The file names the model class {name!r}, which neither scforget nor scvi-tools provides.")
-    if issubclass(cls, sf_model.UnlearningMixin):
-        return cls.load(str(path), adata, accelerator=accelerator, device=device, prefix=prefix, trusted=trusted)
-    with checked_model_dir(path, prefix=prefix, trusted=trusted) as checked:
-        return cls.load(checked, adata, accelerator=accelerator, device=device, prefix=prefix)
+    with quiet_setup():
+        if issubclass(cls, sf_model.UnlearningMixin):
+            return cls.load(str(path), adata, accelerator=accelerator, device=device, prefix=prefix, trusted=trusted)
+        with checked_model_dir(path, prefix=prefix, trusted=trusted) as checked:
+            return cls.load(checked, adata, accelerator=accelerator, device=device, prefix=prefix)

@@ -21,6 +21,7 @@ from scforget._core import (
     check_model,
     close_matches,
     never_trained,
+    quiet_setup,
     quiet_training,
     resolve_seed,
     seeded,
@@ -202,6 +203,7 @@ def audit(
     n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
     check_choice(classifier, A.CLASSIFIERS, "classifier")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(quiet_setup())
         target = model
         if minified:
             target = stack.enter_context(_compat.unminified(model, view_data))
@@ -308,8 +310,9 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
     ref_pos = np.setdiff1d(train_idx, mem if matched else np.union1d(mem, non))
     if "distance" in attacks and ref_pos.size == 0:
         raise ValueError(
-            "The `distance` attack needs training cells outside `members` and `nonmembers` to measure distances "
-            "to; the model was trained on none. Drop 'distance' from `attacks`."
+            "The `distance` attack measures distances to training cells outside `members` and `nonmembers`, and "
+            "none is left: every training cell is audited. Audit part of the training cells as `members`, or drop "
+            "'distance' from `attacks`."
         )
     epochs = None
     reference_models, n_reference = a["reference_models"], a["n_reference"]

@@ -37,8 +37,8 @@ DIRECTIONS = {
     "member": "the members look more like training data than the non-members (the CI lies above 0.5)",
     "chance": "the attack does no better than chance (the CI covers 0.5)",
     "over-unlearned": "the forgotten cells look less like training data than never-seen cells (the Streisand effect)",
-    "reversed": "the members score below the non-members although the model was never unlearned: a confound "
-    "(e.g. rarer or harder cells among the members), not membership",
+    "reversed": "the members score below the non-members although the model was never unlearned: a composition "
+    "confound (e.g. rarer or harder cells among the members) or a score that separates members the other way round",
     "undefined": "no members or no non-members",
 }
 
@@ -144,8 +144,9 @@ class AuditReport:
         Clopper-Pearson bounds: :func:`scforget.privacy.metrics.epsilon_lower_bound_roc`).
         ``direction`` is ``"member"`` when the AUC's CI lies above 0.5, ``"chance"`` when it covers
         0.5, and below 0.5 ``"over-unlearned"`` for an unlearned model (the Streisand effect) or
-        ``"reversed"`` for one never unlearned (a confound such as rarer cells among the members,
-        not membership); without a CI (``n_bootstrap=0``) the point estimate decides.
+        ``"reversed"`` for one never unlearned (a composition confound such as rarer cells among
+        the members, or a score that separates members the other way round, still a leak); without
+        a CI (``n_bootstrap=0``) the point estimate decides.
 
         Parameters
         ----------

@@ -38,7 +38,9 @@ def attack_sentence(attack: str, row, *, unlearned: bool) -> str:
         )
     return (
         f"{attack}: the members score below the non-members ({_ci(row)}; chance is 0.50). The model was never "
-        "unlearned, so this is a confound (e.g. rarer or harder cells among the members), not membership."
+        "unlearned, so this is not over-unlearning: either the two sets differ in composition (e.g. rarer or harder "
+        "cells among the members: the rarity confound; check with label_key= or matched=True), or this score "
+        "separates members the other way round from the attack's assumption, which is a leak all the same."
     )
 
 
@@ -61,6 +63,12 @@ def overall_sentence(report: AuditReport) -> str:
     p = s["p_value"].astype(float)
     leak = s[p < LEVEL / n_att]
     over = s[(s["direction"] == "over-unlearned") & ((1 - p) < LEVEL / n_att)]
+    rev = s[(s["direction"] == "reversed") & ((1 - p) < LEVEL / n_att)]
+    rev_txt = (
+        f"; {', '.join(rev.index)} separate{'s' if len(rev) == 1 else ''} them in reverse (see above)"
+        if len(rev)
+        else ""
+    )
     if len(leak):
         best = leak["auc"].astype(float).idxmax()
         what = "the forgotten cells are still recognisable" if report.unlearned else "membership is detectable"
@@ -68,7 +76,7 @@ def overall_sentence(report: AuditReport) -> str:
         eps_txt = f"; the data imply epsilon >= {eps:.2f} at 95% confidence" if eps > 0 else ""
         return (
             f"Overall: {what}: {len(leak)} of {n_att} attacks beat chance{corrected}, the strongest is {best} "
-            f"(AUC {s.loc[best, 'auc']:.2f}{eps_txt}; {sizes})."
+            f"(AUC {s.loc[best, 'auc']:.2f}{eps_txt}; {sizes}){rev_txt}."
         )
     if len(over):
         return (
@@ -80,7 +88,7 @@ def overall_sentence(report: AuditReport) -> str:
         res = f"; with {sizes}, an AUC beyond about 0.50 +/- {np.nanmax(half):.2f} would have been detected"
     else:
         res = f" ({sizes})"
-    return f"Overall: no attack tells members from non-members better than chance{corrected}{res}."
+    return f"Overall: no attack tells members from non-members better than chance{corrected}{res}{rev_txt}."
 
 
 def donor_sentence(report: AuditReport) -> str:
