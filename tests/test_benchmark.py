@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 
@@ -13,21 +15,54 @@ def test_benchmark_cli_runs_end_to_end(tmp_path, capsys):
             "--epochs", "4",
             "--n-top-genes", "200",
             "--methods", "finetune",
+            "--forget", "DC", "random:30",
             "--accelerator", "cpu",
             "--out", str(out),
         ]
     )  # fmt: skip
     assert rc == 0
-    summary = pd.read_csv(out / "summary.csv", index_col=0)
-    assert list(summary.index) == ["baseline", "retrain", "finetune"]
-    for col in ("wall_time_s", "time_ratio_to_retrain", "heldout_nll", "forget_nll", "auc", "advantage"):
-        assert col in summary.columns
-    assert summary.loc["retrain", "time_ratio_to_retrain"] == pytest.approx(1.0)
+    summary = pd.read_csv(out / "summary.csv", index_col=[0, 1])
+    assert list(summary.index) == [(d, m) for d in ("DC", "random:30") for m in ("baseline", "retrain", "finetune")]
+    for col in (
+        "wall_time_s",
+        "time_ratio_to_retrain",
+        "heldout_nll",
+        "heldout_nll_change",
+        "forget_nll",
+        "membership_gap",
+        "auc",
+        "advantage",
+        "advantage_low",
+        "advantage_high",
+        "band_high",
+        "in_band",
+        "best_attack",
+        "informative",
+        "min_detectable_auc",
+        "p_permutation",
+        "meets_target",
+        "guarantee",
+    ):
+        assert col in summary.columns, col
+    assert summary.loc[("DC", "retrain"), "time_ratio_to_retrain"] == pytest.approx(1.0)
     assert (summary[["heldout_nll", "forget_nll"]] > 0).all().all()
+    assert set(summary["meets_target"].fillna("")) <= {"", "yes", "no", "uninformative"}
     runs = pd.read_csv(out / "runs.csv")
     assert set(runs["method"]) == {"baseline", "retrain", "finetune"}
+    assert (
+        runs.groupby(["design", "method"]).size().loc[(slice(None), "retrain")] == 2
+    ).all()  # quick: 2 retrain seeds
     md = (out / "summary.md").read_text()
-    assert "| method |" in md and "finetune" in md
+    assert "| design | method |" in md and "finetune" in md and "indicative only" in md
+    config = json.loads((out / "config.json").read_text())
+    assert {"config", "timings_s", "versions", "machine", "command"} <= set(config)
+    assert config["versions"]["scvi-tools"] and config["config"]["forget"] == ["DC", "random:30"]
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert figures == sorted(
+        f"{d}_{f}.png" for d in ("DC", "random_30") for f in ("privacy_utility", "roc", "attack_heatmap", "time_ratios")
+    )
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 8 and "meets_target" in html
     assert "finetune" in capsys.readouterr().out
 
 
@@ -43,6 +78,21 @@ def test_benchmark_cli_rejects_unknown_label_key(tmp_path, capsys):
     assert "celltype" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--forget", "dc"], "Did you mean 'DC'"),
+        (["--forget", "donor:P1"], "needs --donor-key"),
+        (["--forget", "random:0"], "random:N"),
+        (["--retrain-seeds", "1", "1"], "--retrain-seeds needs distinct seeds"),
+    ],
+)
+def test_benchmark_cli_refuses_bad_designs_before_training(tmp_path, capsys, argv, match):
+    rc = main(["benchmark", "--quick", "--n-top-genes", "200", *argv, "--out", str(tmp_path)])
+    assert rc == 2
+    assert match in capsys.readouterr().err
+
+
 def test_benchmark_runs_the_guaranteed_methods_with_a_guarantee_column(tmp_path):
     out = tmp_path / "bench"
     rc = main(
@@ -54,10 +104,12 @@ def test_benchmark_runs_the_guaranteed_methods_with_a_guarantee_column(tmp_path)
         ]
     )  # fmt: skip
     assert rc == 0
-    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    summary = pd.read_csv(out / "summary.csv", index_col=[0, 1]).loc["DC"]
     assert list(summary.index) == [
         "baseline", "retrain", "dpsgd (eps=2)", "dpsgd (eps=8)", "sisa", "adapter_drop"
     ]  # fmt: skip
+    # no references of their architecture: the primary attack falls back to the classifier
+    assert (summary.loc[["sisa", "adapter_drop"], "primary_attack"] == "classifier").all()
     assert summary.loc["baseline", "guarantee"] == "none"
     assert (summary.loc[["retrain", "sisa", "adapter_drop"], "guarantee"] == "exact").all()
     assert summary.loc["dpsgd (eps=2)", "guarantee"] == "(epsilon, delta)-DP"

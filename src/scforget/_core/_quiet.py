@@ -12,6 +12,9 @@ _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightnin
 #: Warnings that say nothing actionable about an scforget run.
 _NOISE = (
     (FutureWarning, r".*LeafSpec.*"),
+    # Opacus: the benchmark's DP rows are experiments (secure RNG off); the accountant's alpha range
+    (UserWarning, r".*Secure RNG turned off.*"),
+    (UserWarning, r".*Optimal order is the largest alpha.*"),
     (UserWarning, r".*does not have many workers.*"),
     (UserWarning, r".*GPU available but not used.*"),
     (UserWarning, r".*log_every_n_steps.*"),

@@ -17,6 +17,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         "data": args.data,
         "label_key": args.label_key,
         "forget": args.forget,
+        "donor_key": args.donor_key,
+        "holdout_fraction": args.holdout_fraction,
+        "retrain_seeds": args.retrain_seeds,
+        "baseline_seeds": args.baseline_seeds,
+        "primary_attack": args.primary_attack,
         "epochs": args.epochs,
         "n_top_genes": args.n_top_genes,
         "methods": args.methods,
@@ -24,6 +29,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "audit": not args.no_audit,
         "accelerator": args.accelerator,
         "dp_epsilons": args.dp_epsilons,
+        "dp_epochs": args.dp_epochs,
         "sisa_shards": args.sisa_shards,
         "sisa_slices": args.sisa_slices,
         "n_pseudo_donors": args.n_pseudo_donors,
@@ -50,14 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small configuration (a few minutes on a laptop CPU)")
     b.add_argument("--data", help="an .h5ad with raw counts (default: the bundled pbmc3k)")
     b.add_argument("--label-key", help="obs column holding the groups (default: cell_type)")
-    b.add_argument("--forget", help="the group to forget (default: DC)")
+    b.add_argument(
+        "--forget",
+        nargs="+",
+        help="forget designs, each on its own baseline: a group of --label-key, random:N (N scattered cells) "
+        "or donor:ID (with --donor-key); default: DC",
+    )
+    b.add_argument("--donor-key", help="obs column of donors, for donor:ID designs")
+    b.add_argument("--holdout-fraction", type=float, help="share of a group or donor held out as non-members (0.5)")
     b.add_argument("--epochs", type=int, help="training epochs of the baseline and each retrain")
     b.add_argument("--n-top-genes", type=int, help="highly variable genes to keep (0 = all)")
     b.add_argument("--methods", nargs="+", help="methods to run (default: all registered)")
-    b.add_argument("--seeds", type=int, nargs="+", help="seeds of every method and of the retrain reference")
+    b.add_argument(
+        "--seeds", type=int, nargs="+", help="unlearning seeds: every method runs once per seed and baseline"
+    )
+    b.add_argument("--retrain-seeds", type=int, nargs="+", help="seeds of the retrain reference (its band)")
+    b.add_argument("--baseline-seeds", type=int, nargs="+", help="seeds of the baseline, one baseline per seed")
+    b.add_argument(
+        "--primary-attack",
+        choices=("loss", "kl", "classifier", "distance", "lira"),
+        help="the pre-registered attack of the verdict (default: lira)",
+    )
     b.add_argument("--no-audit", action="store_true", help="skip the membership-inference audit")
     b.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
     b.add_argument("--dp-epsilons", type=float, nargs="+", help="epsilons of the dpsgd rows (default: 1 3 10)")
+    b.add_argument("--dp-epochs", type=int, help="epochs of the DP-SGD training (default: the baseline's)")
     b.add_argument("--sisa-shards", type=int, help="shards of the SISA ensemble (default: 4)")
     b.add_argument("--sisa-slices", type=int, help="slices per SISA shard (default: 2)")
     b.add_argument("--n-pseudo-donors", type=int, help="pseudo-donors of the adapter design (default: 8)")

@@ -7,7 +7,16 @@ was shown. Reports call these: :meth:`scforget.privacy.AuditReport.plot_roc` and
 and :meth:`~scforget.fisher.FisherOverlap.plot_categories`.
 """
 
+from ._benchmark import attack_heatmap, privacy_utility, time_ratios
 from ._fisher import fisher_categories, fisher_scatter
 from ._roc import roc, scores
 
-__all__ = ["fisher_categories", "fisher_scatter", "roc", "scores"]
+__all__ = [
+    "attack_heatmap",
+    "fisher_categories",
+    "fisher_scatter",
+    "privacy_utility",
+    "roc",
+    "scores",
+    "time_ratios",
+]
