@@ -47,7 +47,13 @@ docs: $(VENV)/.docs
 	SCFORGET_OFFLINE_DOCS=1 $(BIN)/sphinx-build -M html docs docs/_build -W --keep-going
 
 # The benchmark scripts in benchmarks/ (quick settings; see each script's --help for the full run).
+# The protocol's quick run is committed in benchmarks/results/quick and rendered as docs/benchmark_run.md.
 bench: install
+	$(BIN)/scforget benchmark --quick --out benchmarks/results/quick
+	$(BIN)/python benchmarks/render_run_page.py benchmarks/results/quick docs/benchmark_run.md
+	$(BIN)/python benchmarks/bench_cli_audit.py --epochs 100
+	$(BIN)/python benchmarks/bench_attacks.py --quick --out $(OUT)/bench/attacks.md
+	$(BIN)/python benchmarks/bench_guarantees.py --quick --out $(OUT)/bench/guarantees.md
 	$(BIN)/python benchmarks/bench_fisher.py --quick --threads 1 --out $(OUT)/bench/fisher.md
 	$(BIN)/python benchmarks/bench_audit.py --quick --out $(OUT)/bench/audit.md
 

@@ -47,6 +47,7 @@ def test_benchmark_cli_runs_end_to_end(tmp_path, capsys):
     assert summary.loc[("DC", "retrain"), "time_ratio_to_retrain"] == pytest.approx(1.0)
     assert (summary[["heldout_nll", "forget_nll"]] > 0).all().all()
     assert set(summary["meets_target"].fillna("")) <= {"", "yes", "no", "uninformative"}
+    assert summary["marker_r_retrain"].between(-1, 1).all() and summary["marker_r_observed"].between(-1, 1).all()
     runs = pd.read_csv(out / "runs.csv")
     assert set(runs["method"]) == {"baseline", "retrain", "finetune"}
     assert (

@@ -151,3 +151,15 @@ def test_forget_designs_are_parsed_and_checked(pbmc_small):
 def test_config_refuses_repeated_seeds():
     with pytest.raises(ValueError, match="--retrain-seeds"):
         BenchmarkConfig(retrain_seeds=[0, 0])
+
+
+def test_marker_correlation_against_scipy():
+    from scforget.benchmark._markers import mean_gene_correlation
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 4))
+    b = a + rng.normal(scale=[0.1, 1.0, 3.0, 1.0], size=(50, 4))
+    b[:, 3] = 1.0  # a constant gene is skipped
+    expected = np.mean([stats.pearsonr(a[:, j], b[:, j])[0] for j in range(3)])
+    assert mean_gene_correlation(a, b) == pytest.approx(expected)
+    assert np.isnan(mean_gene_correlation(a[:, 3:], b[:, 3:]))

@@ -92,7 +92,7 @@ class BenchmarkConfig:
         """A configuration that runs in a few minutes on a laptop CPU (one DP-SGD row, epsilon 3)."""
         base = {
             "epochs": 40,
-            "n_top_genes": 1000,
+            "n_top_genes": 700,
             "seeds": [0],
             "retrain_seeds": [0, 1],
             "baseline_seeds": [0],

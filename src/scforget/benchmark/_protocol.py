@@ -220,6 +220,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
 
     from ._designs import train_adapters, train_sharded
     from ._forget_designs import parse_designs
+    from ._markers import PBMC_MARKERS, marker_expression, mean_gene_correlation, observed_proportions
     from ._progress import Progress
     from ._summary import summarise
 
@@ -242,10 +243,18 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     rows: list[dict[str, Any]] = []
     scores: dict[tuple[str, str, int, int], pd.DataFrame] = {}
 
+    markers = [g for g in PBMC_MARKERS if g in adata.var_names]
+    expression: dict[tuple[str, str, int, int], np.ndarray] = {}
+
     def measure(design, split, model, method: str, b_seed: int, seed: int, wall: float, references: list) -> dict:
         row: dict[str, Any] = {"design": design.name, "method": method, "baseline_seed": b_seed, "seed": seed}
         row["wall_time_s"] = wall
         row.update(_utility(model, split, labels, seed))
+        if markers:
+            expr = marker_expression(model, split.unseen, markers, seed=seed)
+            expression[(design.name, method, b_seed, seed)] = expr
+            observed = observed_proportions(adata, split.unseen, markers)
+            row["marker_r_observed"] = mean_gene_correlation(expr, observed)
         if config.audit:
             cols, report = _audit_columns(model, split, references, config, seed)
             row.update(cols)
@@ -340,6 +349,12 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                         if "epsilon" in record:
                             row["epsilon"] = float(record["epsilon"])
                         rows.append(row)
+        if markers:  # each model's marker expression against the mean of the retrain models'
+            retrain_mean = np.mean([v for k, v in expression.items() if k[:2] == (design.name, "retrain")], axis=0)
+            for row in rows:
+                key = (row["design"], row["method"], row["baseline_seed"], row["seed"])
+                if row["design"] == design.name and key in expression:
+                    row["marker_r_retrain"] = mean_gene_correlation(expression[key], retrain_mean)
         for (kind, _), (_, build_s) in built.items():
             timings[f"{design.name}:{kind}_train_s"] = timings.get(f"{design.name}:{kind}_train_s", 0.0) + build_s
     bar.close()

@@ -22,6 +22,8 @@ MEANS = (
     "holdout_nll",
     "membership_gap",
     "celltype_accuracy",
+    "marker_r_retrain",
+    "marker_r_observed",
 )
 #: The columns a reader needs first, in order (``summary.md`` shows these; ``summary.csv`` has all).
 KEY_COLUMNS = (
@@ -30,6 +32,7 @@ KEY_COLUMNS = (
     "time_ratio_to_retrain",
     "heldout_nll_change",
     "celltype_accuracy",
+    "marker_r_retrain",
     "primary_attack",
     "auc",
     "advantage",
