@@ -121,3 +121,33 @@ def test_benchmark_runs_the_guaranteed_methods_with_a_guarantee_column(tmp_path)
     assert summary.loc["sisa", "cost_fraction"] == pytest.approx(1 / 3)
     assert summary.loc["adapter_drop", "cost_fraction"] == 0
     assert summary[["heldout_nll", "auc"]].notna().all().all()
+
+
+def test_cache_trains_nothing_twice_and_misses_on_a_changed_recipe(tmp_path, monkeypatch):
+    import scvi
+
+    calls = {"n": 0}
+    original = scvi.train.TrainRunner.__call__
+
+    def counting(self, *args, **kwargs):
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(scvi.train.TrainRunner, "__call__", counting)
+    argv = [
+        "benchmark", "--quick", "--epochs", "3", "--n-top-genes", "200", "--methods", "finetune", "dpsgd",
+        "--dp-epochs", "1", "--accelerator", "cpu", "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    first = calls["n"]
+    assert first >= 4  # the baseline, two retrains, finetune (and the DP training)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert calls["n"] == first  # everything came from the cache
+    a = pd.read_csv(tmp_path / "a" / "summary.csv", index_col=[0, 1])
+    b = pd.read_csv(tmp_path / "b" / "summary.csv", index_col=[0, 1])
+    pd.testing.assert_frame_equal(a, b)  # same models, same recorded wall times, same estimates
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["timings_s"]["cache_misses"] == 0 and config["timings_s"]["cache_hits"] == 5  # 1 + 2 + 2 models
+    argv[argv.index("3")] = "4"  # another recipe: nothing reused
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    assert calls["n"] == 2 * first

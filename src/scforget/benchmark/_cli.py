@@ -33,6 +33,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "sisa_shards": args.sisa_shards,
         "sisa_slices": args.sisa_slices,
         "n_pseudo_donors": args.n_pseudo_donors,
+        "cache": args.cache,
     }
     if args.quick:
         config = BenchmarkConfig.quick_config(**overrides)
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sisa-shards", type=int, help="shards of the SISA ensemble (default: 4)")
     b.add_argument("--sisa-slices", type=int, help="slices per SISA shard (default: 2)")
     b.add_argument("--n-pseudo-donors", type=int, help="pseudo-donors of the adapter design (default: 8)")
+    b.add_argument("--cache", metavar="DIR", help="reuse trained models from DIR (and store new ones there)")
     b.add_argument("--out", default="benchmark_out", help="output directory")
     b.set_defaults(func=_benchmark)
 

@@ -58,6 +58,9 @@ class BenchmarkConfig:
     n_pseudo_donors
         Pseudo-donors of the adapter design (pbmc3k has one donor): half form the core, the other
         half and the forget group are mapped as adapters.
+    cache
+        Directory of trained models to reuse (baselines, retrains and unlearned scVI models), keyed by
+        data, split, recipe, seed, method and package versions; ``None`` caches nothing.
     quick
         Whether this is the quick configuration.
     """
@@ -85,6 +88,7 @@ class BenchmarkConfig:
     sisa_shards: int = 4
     sisa_slices: int = 2
     n_pseudo_donors: int = 8
+    cache: str | None = None
     quick: bool = False
 
     @classmethod

@@ -218,6 +218,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     import scforget as sf
     from scforget.methods import available, get_method
 
+    from ._cache import ModelCache
     from ._designs import train_adapters, train_sharded
     from ._forget_designs import parse_designs
     from ._markers import PBMC_MARKERS, marker_expression, mean_gene_correlation, observed_proportions
@@ -234,6 +235,14 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     designs = parse_designs(config.forget, adata, label_key=config.label_key, donor_key=config.donor_key)
     labels = adata.obs[config.label_key].astype(str).to_numpy()
     sf.model.SCVI.setup_anndata(adata)
+    cache = ModelCache(config.cache, adata)
+    recipe = {
+        "epochs": config.epochs,
+        "n_hidden": config.n_hidden,
+        "n_latent": config.n_latent,
+        "gene_likelihood": "nb",
+        "accelerator": config.accelerator,
+    }
     timings["prepare_s"] = time.perf_counter() - t0
     n_variants = sum(len(config.dp_epsilons) if m == "dpsgd" else 1 for m in methods)
     per_design = len(config.baseline_seeds) * (1 + n_variants * len(config.seeds)) + len(config.retrain_seeds)
@@ -271,8 +280,18 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
         )
         bar.say(f"design {design.name}: {split!r}")
         bases = {}
+        base_keys = {}
+        sets = split.datasplitter_kwargs()["external_indexing"]
         for b_seed in config.baseline_seeds:
             bar.step(f"{design.name}: baseline (seed {b_seed})")
+            key = cache.key(
+                kind="baseline", train=sets[0], validation=sets[1], test=sets[2], seed=b_seed, recipe=recipe
+            )
+            base_keys[b_seed] = key
+            hit = cache.get(key, adata)
+            if hit is not None:
+                bases[b_seed] = hit
+                continue
             scvi.settings.seed = b_seed
             base = sf.model.SCVI(adata, n_hidden=config.n_hidden, n_latent=config.n_latent, gene_likelihood="nb")
             start = time.perf_counter()
@@ -284,17 +303,24 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                     enable_progress_bar=False,
                 )
             bases[b_seed] = (base, time.perf_counter() - start)
+            cache.put(key, base, bases[b_seed][1], accelerator=config.accelerator)
         base_s = float(np.mean([w for _, w in bases.values()]))
         timings[f"{design.name}:baseline_train_s"] = base_s
         first = bases[config.baseline_seeds[0]][0]
         retrained = []
         for r_seed in config.retrain_seeds:
             bar.step(f"{design.name}: retrain (seed {r_seed})")
+            key = cache.key(kind="retrain", base=base_keys[config.baseline_seeds[0]], seed=r_seed)
+            hit = cache.get(key, adata)
+            if hit is not None:
+                retrained.append((r_seed, *hit))
+                continue
             start = time.perf_counter()
             model = first.unlearn(
                 split.forget, method="retrain", seed=r_seed, accelerator=config.accelerator, enable_progress_bar=False
             )
             retrained.append((r_seed, model, time.perf_counter() - start))
+            cache.put(key, model, retrained[-1][2], accelerator=config.accelerator)
         retrain_time = float(np.mean([w for _, _, w in retrained]))
         timings[f"{design.name}:retrain_s"] = retrain_time
         ref_models = [m for _, m, _ in retrained]
@@ -323,22 +349,30 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                 for label, params in variants:
                     for seed in config.seeds:
                         bar.step(f"{design.name}: {label} (baseline {b_seed}, seed {seed})")
+                        # models built for deletion (SISA, adapters) and what they unlearn are not cached
+                        key = cache.key(kind="method", base=base_keys[b_seed], method=method, params=params, seed=seed)
+                        hit = cache.get(key, adata) if kind == "scvi" else None
                         if kind == "scvi":
                             start_model, build_s = base, base_wall
                         else:
                             if (kind, b_seed) not in built:
                                 built[(kind, b_seed)] = builders[kind](adata, split, config, b_seed)
                             start_model, build_s = built[(kind, b_seed)]
-                        start = time.perf_counter()
-                        model = start_model.unlearn(
-                            split.forget,
-                            method=method,
-                            seed=seed,
-                            accelerator=config.accelerator,
-                            enable_progress_bar=False,
-                            **params,
-                        )
-                        wall = time.perf_counter() - start
+                        if hit is not None:
+                            model, wall = hit
+                        else:
+                            start = time.perf_counter()
+                            model = start_model.unlearn(
+                                split.forget,
+                                method=method,
+                                seed=seed,
+                                accelerator=config.accelerator,
+                                enable_progress_bar=False,
+                                **params,
+                            )
+                            wall = time.perf_counter() - start
+                            if kind == "scvi":
+                                cache.put(key, model, wall, accelerator=config.accelerator)
                         record = model.unlearning_records_[-1]
                         row = measure(design, split, model, label, b_seed, seed, wall, ref_models)
                         row.update(
@@ -362,5 +396,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     runs["time_ratio_to_retrain"] = runs["wall_time_s"] / runs["retrain_time_s"]
     runs.loc[runs["method"] == "baseline", "time_ratio_to_retrain"] = np.nan
     timings["total_s"] = time.perf_counter() - t0
+    if config.cache is not None:
+        timings["cache_hits"] = float(cache.hits)
+        timings["cache_misses"] = float(cache.misses)
     summary = summarise(runs, scores, config)
     return BenchmarkResult(runs=runs, summary=summary, config=config, timings=timings, scores=scores)
