@@ -18,24 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-KEY = [
-    "guarantee", "n_models", "time_ratio_to_retrain", "heldout_nll_change", "marker_r_retrain", "primary_attack",
-    "auc", "advantage", "advantage_low", "advantage_high", "band_high", "in_band", "best_attack", "best_in_band",
-    "informative", "min_detectable_auc", "meets_target",
-]  # fmt: skip
-
-
-def fmt(v) -> str:
-    if isinstance(v, float):
-        return "" if pd.isna(v) else f"{v:.3g}"
-    return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
-
-
-def table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+# the summary's key columns and its Markdown table, as `scforget benchmark` writes them into summary.md
+from scforget.benchmark._protocol import _markdown as table
+from scforget.benchmark._summary import KEY_COLUMNS as KEY
 
 
 def render(run: Path, page: Path) -> Path:
@@ -66,7 +51,12 @@ def render(run: Path, page: Path) -> Path:
         "",
     ]
     if config["config"].get("quick"):
-        lines += ["Quick mode: one unlearning seed and two retrain seeds, so every interval is indicative only.", ""]
+        c = config["config"]
+        lines += [
+            f"Quick mode: {len(c['seeds'])} unlearning seed(s) and {len(c['retrain_seeds'])} retrain seeds, so every "
+            "interval is indicative only.",
+            "",
+        ]
     for design in dict.fromkeys(summary.index.get_level_values(0)):
         s = summary.loc[design]
         cols = [c for c in KEY if c in s.columns]

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 if TYPE_CHECKING:
     from ._protocol import BenchmarkResult
 
@@ -125,8 +123,3 @@ def write_tables(result: BenchmarkResult, out: Path) -> list[Path]:
     result.summary.to_csv(paths[1])
     paths[2].write_text(result.to_markdown())
     return paths
-
-
-def summary_frame(result: BenchmarkResult) -> pd.DataFrame:
-    """The summary with design and method as columns (for Markdown)."""
-    return result.summary.reset_index()

@@ -32,16 +32,6 @@ SUMMARY_COLUMNS = ("auc", "ci_low", "ci_high", "tpr_1pct", "eps_lb", "direction"
 #: The extra columns of ``summary(full=True)``.
 FULL_COLUMNS = (*SUMMARY_COLUMNS, "tpr_0.1pct", "p_value", "advantage", "n_members", "n_nonmembers")
 
-#: What ``direction`` says.
-DIRECTIONS = {
-    "member": "the members look more like training data than the non-members (the CI lies above 0.5)",
-    "chance": "the attack does no better than chance (the CI covers 0.5)",
-    "over-unlearned": "the forgotten cells look less like training data than never-seen cells (the Streisand effect)",
-    "reversed": "the members score below the non-members although the model was never unlearned: a composition "
-    "confound (e.g. rarer or harder cells among the members) or a score that separates members the other way round",
-    "undefined": "no members or no non-members",
-}
-
 
 def direction_of(auc: float, lo: float, hi: float, *, unlearned: bool) -> str:
     """``direction`` of one attack from its AUC and CI (the point estimate alone when there is no CI)."""
@@ -122,6 +112,7 @@ class AuditReport:
     _positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     _n_obs: int = field(default=0, repr=False)
     _summary: pd.DataFrame | None = field(default=None, init=False, repr=False)
+    _donor_summary: pd.DataFrame | None = field(default=None, init=False, repr=False)
 
     @property
     def unlearned(self) -> bool:
@@ -213,7 +204,11 @@ class AuditReport:
         significant); the donor counts; and ``note``.
         """
         self._need_donors()
-        return _donors.donor_summary(self.by_donor(), self.attacks, n_bootstrap=self.n_bootstrap, seed=self.seed)
+        if self._donor_summary is None:  # the verdict, the notes and the HTML all read it
+            self._donor_summary = _donors.donor_summary(
+                self.by_donor(), self.attacks, n_bootstrap=self.n_bootstrap, seed=self.seed
+            )
+        return self._donor_summary.copy()
 
     def _need_donors(self) -> None:
         if self.donor_key is None:
