@@ -324,7 +324,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
             )
             retrained.append((r_seed, model, time.perf_counter() - start))
             cache.put(key, model, retrained[-1][2], accelerator=config.accelerator)
-        retrain_time = float(np.mean([w for _, _, w in retrained]))
+        retrain_time = float(np.median([w for _, _, w in retrained]))  # the median retrain: robust to one slow run
         timings[f"{design.name}:retrain_s"] = retrain_time
         ref_models = [m for _, m, _ in retrained]
         for b_seed, (base, wall) in bases.items():
