@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 OUT    ?= benchmark_out
 
-.PHONY: install demo test lint format docs bench clean
+.PHONY: install demo test lint format docs bench reproduce clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,18 @@ bench: install
 	$(BIN)/python benchmarks/bench_guarantees.py --quick --out $(OUT)/bench/guarantees.md
 	$(BIN)/python benchmarks/bench_fisher.py --quick --threads 1 --out $(OUT)/bench/fisher.md
 	$(BIN)/python benchmarks/bench_audit.py --quick --out $(OUT)/bench/audit.md
+	$(BIN)/python benchmarks/reproduce_study.py --quick --out $(OUT)/bench/reproduction
+
+# the committed runs behind the docs pages "A five-seed benchmark run" and "The reference study,
+# reproduced" (about 50 min on 2 CPU cores)
+reproduce: install
+	$(BIN)/python benchmarks/reproduce_study.py --out benchmarks/results/reproduction
+	$(BIN)/scforget benchmark --forget DC --epochs 100 --seeds 0 1 2 3 4 --retrain-seeds 0 1 2 3 4 \
+		--baseline-seeds 0 --dp-epsilons 10 --dp-epochs 10 --out benchmarks/results/dc_100ep_5seeds
+	$(BIN)/python benchmarks/render_run_page.py benchmarks/results/dc_100ep_5seeds docs/benchmark_run_dc.md \
+		--title "A five-seed benchmark run: DC, 100 epochs"
+	$(BIN)/python benchmarks/render_reproduction.py benchmarks/results/dc_100ep_5seeds \
+		benchmarks/results/reproduction/methods.md
 
 clean:
 	rm -rf docs/_build docs/generated docs/tutorials $(OUT)

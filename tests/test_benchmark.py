@@ -135,19 +135,54 @@ def test_cache_trains_nothing_twice_and_misses_on_a_changed_recipe(tmp_path, mon
 
     monkeypatch.setattr(scvi.train.TrainRunner, "__call__", counting)
     argv = [
-        "benchmark", "--quick", "--epochs", "3", "--n-top-genes", "200", "--methods", "finetune", "dpsgd",
+        "benchmark", "--quick", "--epochs", "3", "--n-top-genes", "200",
+        "--methods", "finetune", "dpsgd", "sisa", "adapter_drop", "--sisa-shards", "2", "--n-pseudo-donors", "4",
         "--dp-epochs", "1", "--accelerator", "cpu", "--cache", str(tmp_path / "cache"),
     ]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     first = calls["n"]
-    assert first >= 4  # the baseline, two retrains, finetune (and the DP training)
+    assert first >= 7  # the baseline, two retrains, finetune, the DP training, the SISA shards, the adapters
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert calls["n"] == first  # everything came from the cache
     a = pd.read_csv(tmp_path / "a" / "summary.csv", index_col=[0, 1])
     b = pd.read_csv(tmp_path / "b" / "summary.csv", index_col=[0, 1])
     pd.testing.assert_frame_equal(a, b)  # same models, same recorded wall times, same estimates
     config = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert config["timings_s"]["cache_misses"] == 0 and config["timings_s"]["cache_hits"] == 5  # 1 + 2 + 2 models
+    # baseline, 2 retrains, finetune, dpsgd, the ensemble and its unlearned copy, the adapters and theirs
+    assert config["timings_s"]["cache_misses"] == 0 and config["timings_s"]["cache_hits"] == 9
     argv[argv.index("3")] = "4"  # another recipe: nothing reused
     assert main([*argv, "--out", str(tmp_path / "c")]) == 0
     assert calls["n"] == 2 * first
+
+
+def test_pseudo_donors_are_made_only_when_the_data_has_no_donor_column(tmp_path):
+    import scforget as sf
+    from scforget.benchmark._config import BenchmarkConfig
+    from scforget.benchmark._protocol import prepare_data
+
+    adata = prepare_data(BenchmarkConfig(donor_key="pseudo_donor", n_pseudo_donors=4, n_top_genes=200))
+    counts = adata.obs["pseudo_donor"].value_counts()
+    assert sorted(counts.index) == [f"donor_{i}" for i in range(4)] and counts.max() - counts.min() <= 9
+    # stratified by the label: every pseudo-donor holds about a quarter of each cell type
+    share = pd.crosstab(adata.obs["cell_type"], adata.obs["pseudo_donor"]).loc["B"]
+    assert share.max() - share.min() <= 1
+    own = sf.datasets.pbmc3k()
+    own.obs["pseudo_donor"] = "mine"
+    own.write_h5ad(tmp_path / "own.h5ad")
+    kept = prepare_data(BenchmarkConfig(data=str(tmp_path / "own.h5ad"), donor_key="pseudo_donor", n_top_genes=200))
+    assert set(kept.obs["pseudo_donor"]) == {"mine"}
+
+
+def test_benchmark_runs_a_donor_design_with_donors_never_trained_on(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark", "--quick", "--epochs", "3", "--n-top-genes", "200", "--methods", "finetune",
+        "--forget", "donor:donor_1", "--donor-key", "pseudo_donor", "--n-pseudo-donors", "4",
+        "--heldout-donors", "1", "--accelerator", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = pd.read_csv(out / "summary.csv", index_col=[0, 1])
+    assert list(summary.index) == [("donor:donor_1", m) for m in ("baseline", "retrain", "finetune")]
+    assert "plus 1 donor(s) never trained on" in capsys.readouterr().out
+    assert main([*argv[:-2], "--heldout-donors", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "pass at most 2" in capsys.readouterr().err

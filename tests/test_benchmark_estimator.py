@@ -148,6 +148,28 @@ def test_forget_designs_are_parsed_and_checked(pbmc_small):
             parse_designs(specs, pbmc_small, label_key="cell_type", donor_key=donor_key)
 
 
+def test_donor_design_adds_donors_never_trained_on_as_nonmembers(pbmc_small):
+    donors = np.array(["P1", "P2", "P3", "P4"])[np.arange(pbmc_small.n_obs) % 4]
+    pbmc_small.obs["donor"] = donors
+    kw = {"label_key": "cell_type", "donor_key": "donor"}
+    (design,) = parse_designs(["donor:P1"], pbmc_small, heldout_donors=2, **kw)
+    plain = design.split(pbmc_small, holdout_fraction=0.5, seed=0, **kw)
+    split = design.split(pbmc_small, holdout_fraction=0.5, seed=0, heldout_donors=2, **kw)
+    away = sorted(set(donors[split.holdout]) - {"P1"})
+    assert len(away) == 2 and "P1" not in away
+    # every cell of the two set-aside donors is a non-member and none is trained on or validated on
+    for d in away:
+        assert np.isin(np.flatnonzero(donors == d), split.holdout).all()
+    assert not np.isin(donors[np.concatenate([split.train, split.validation])], away).any()
+    # the forgotten donor's own cells are split exactly as without set-aside donors
+    np.testing.assert_array_equal(split.forget, plain.forget)
+    np.testing.assert_array_equal(split.holdout[donors[split.holdout] == "P1"], plain.holdout)
+    assert split.n_obs == pbmc_small.n_obs
+    for bad, match in [(3, "pass at most 2"), (True, "a count"), (-1, "a count")]:
+        with pytest.raises(ValueError, match=match):
+            parse_designs(["donor:P1"], pbmc_small, heldout_donors=bad, **kw)
+
+
 def test_config_refuses_repeated_seeds():
     with pytest.raises(ValueError, match="--retrain-seeds"):
         BenchmarkConfig(retrain_seeds=[0, 0])

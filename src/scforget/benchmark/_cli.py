@@ -18,6 +18,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "label_key": args.label_key,
         "forget": args.forget,
         "donor_key": args.donor_key,
+        "heldout_donors": args.heldout_donors,
         "holdout_fraction": args.holdout_fraction,
         "retrain_seeds": args.retrain_seeds,
         "baseline_seeds": args.baseline_seeds,
@@ -63,7 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget designs, each on its own baseline: a group of --label-key, random:N (N scattered cells) "
         "or donor:ID (with --donor-key); default: DC",
     )
-    b.add_argument("--donor-key", help="obs column of donors, for donor:ID designs")
+    b.add_argument(
+        "--donor-key",
+        help="obs column of donors, for donor:ID designs; 'pseudo_donor' makes --n-pseudo-donors random groups "
+        "when the data has no such column",
+    )
+    b.add_argument(
+        "--heldout-donors",
+        type=int,
+        help="donor designs: other donors set aside whole before training, their cells extra non-members (0)",
+    )
     b.add_argument("--holdout-fraction", type=float, help="share of a group or donor held out as non-members (0.5)")
     b.add_argument("--epochs", type=int, help="training epochs of the baseline and each retrain")
     b.add_argument("--n-top-genes", type=int, help="highly variable genes to keep (0 = all)")

@@ -19,7 +19,13 @@ class BenchmarkConfig:
         Forget designs, each run on its own baseline: a group of ``label_key`` (structured), or
         ``"random:N"`` (N scattered cells), or ``"donor:ID"`` (a donor of ``donor_key``).
     donor_key
-        ``obs`` column of donors, for ``donor:ID`` designs.
+        ``obs`` column of donors, for ``donor:ID`` designs. ``"pseudo_donor"``, when the data has no
+        such column, makes one: ``n_pseudo_donors`` random groups stratified by ``label_key`` (seeded
+        by ``split_seed``), named ``donor_0``, ``donor_1``, ...; they share one biology and carry no
+        donor effect.
+    heldout_donors
+        For donor designs: this many other donors are set aside whole before training, and their
+        cells join the forgotten donor's held-out cells as non-members (donors never trained on).
     holdout_fraction
         Fraction of a structured group or donor held out of training as same-biology non-members.
     n_top_genes
@@ -59,7 +65,8 @@ class BenchmarkConfig:
         Pseudo-donors of the adapter design (pbmc3k has one donor): half form the core, the other
         half and the forget group are mapped as adapters.
     cache
-        Directory of trained models to reuse (baselines, retrains and unlearned scVI models), keyed by
+        Directory of trained models to reuse (baselines, retrains, the models built for deletion and
+        every unlearned model), keyed by
         data, split, recipe, seed, method and package versions; ``None`` caches nothing.
     quick
         Whether this is the quick configuration.
@@ -69,6 +76,7 @@ class BenchmarkConfig:
     label_key: str = "cell_type"
     forget: list[str] = field(default_factory=lambda: ["DC"])
     donor_key: str | None = None
+    heldout_donors: int = 0
     holdout_fraction: float = 0.5
     n_top_genes: int = 2000
     epochs: int = 400

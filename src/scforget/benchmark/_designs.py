@@ -21,18 +21,31 @@ GROUP_KEY = "_scforget_benchmark_group"
 FORGET_GROUP = "forget_group"
 
 
-def train_sharded(adata: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int) -> tuple[Any, float]:
-    """A :class:`~scforget.model.ShardedSCVI` trained on the baseline's training cells with the baseline's epochs.
-
-    Shards keep the groups of :func:`adapter_groups` whole (the forget group in one shard), as a
-    steward who expects donor-level requests would shard; with random shards, a forget set spread
-    over the cells hits every shard and SISA costs a full retraining.
-    """
+def design_data(kind: str, adata: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int) -> AnnData:
+    """A copy of ``adata`` with the groups of :func:`adapter_groups`, set up for the ``kind`` of model built for deletion."""
     import scforget as sf
 
     data = adata.copy()
     data.obs[GROUP_KEY] = adapter_groups(adata, split, config, seed)
-    sf.model.ShardedSCVI.setup_anndata(data)
+    if kind == "sharded":
+        sf.model.ShardedSCVI.setup_anndata(data)
+    elif kind == "adapters":
+        sf.model.AdapterSCVI.setup_anndata(data, donor_key=GROUP_KEY)
+    else:
+        raise ValueError(f"No model built for deletion of kind {kind!r}; use 'sharded' or 'adapters'.")
+    return data
+
+
+def train_sharded(data: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int) -> tuple[Any, float]:
+    """A :class:`~scforget.model.ShardedSCVI` trained on the baseline's training cells with the baseline's epochs.
+
+    ``data`` comes from :func:`design_data`. Shards keep the groups of :func:`adapter_groups` whole
+    (the forget group in one shard), as a steward who expects donor-level requests would shard;
+    with random shards, a forget set spread over the cells hits every shard and SISA costs a full
+    retraining.
+    """
+    import scforget as sf
+
     ens = sf.model.ShardedSCVI(
         data,
         shard_key=GROUP_KEY,
@@ -68,17 +81,14 @@ def adapter_groups(adata: AnnData, split: ForgetSplit, config: BenchmarkConfig, 
     return out
 
 
-def train_adapters(adata: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int) -> tuple[Any, float]:
+def train_adapters(data: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int) -> tuple[Any, float]:
     """An :class:`~scforget.model.AdapterSCVI`: a core on half the pseudo-donors, the others and the forget group mapped.
 
-    The core trains with the baseline's epochs on its donors' training cells; every other group is
-    mapped in its own run of the same number of epochs.
+    ``data`` comes from :func:`design_data`. The core trains with the baseline's epochs on its
+    donors' training cells; every other group is mapped in its own run of the same number of epochs.
     """
     import scforget as sf
 
-    data = adata.copy()
-    data.obs[GROUP_KEY] = adapter_groups(adata, split, config, seed)
-    sf.model.AdapterSCVI.setup_anndata(data, donor_key=GROUP_KEY)
     donors = [f"donor_{i}" for i in range(config.n_pseudo_donors)]
     core = donors[: max(1, config.n_pseudo_donors // 2)]
     model = sf.model.AdapterSCVI(data, core_donors=core, n_hidden=config.n_hidden, n_latent=config.n_latent)
@@ -98,3 +108,7 @@ def train_adapters(adata: AnnData, split: ForgetSplit, config: BenchmarkConfig, 
             accelerator=config.accelerator,
         )
     return model, time.perf_counter() - start
+
+
+#: Trainers of the models built for deletion, by the design name their methods declare.
+BUILDERS = {"sharded": train_sharded, "adapters": train_adapters}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from scforget._core import close_matches
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ class ForgetDesign:
         same-biology non-members), ``"scattered"`` (random cells; as many random never-trained cells
         are the non-members) or ``"donor"`` (a donor of ``donor_key``: its training cells are
         forgotten and a ``holdout_fraction`` of its cells, set aside before training, are the
-        non-members).
+        non-members, plus every cell of the ``heldout_donors`` other donors set aside whole).
     value
         The group or donor, or the number of scattered cells.
     """
@@ -36,19 +38,53 @@ class ForgetDesign:
     value: str | int
 
     def split(
-        self, adata: AnnData, *, label_key: str, donor_key: str | None, holdout_fraction: float, seed: int
+        self,
+        adata: AnnData,
+        *,
+        label_key: str,
+        donor_key: str | None,
+        holdout_fraction: float,
+        seed: int,
+        heldout_donors: int = 0,
     ) -> ForgetSplit:
-        """The split of this design, decided before any training."""
+        """The split of this design, decided before any training.
+
+        For a donor design, ``heldout_donors`` other donors (drawn with ``seed``) are set aside whole
+        before training: donors never trained on, whose cells join the non-members (``holdout``).
+        """
         import scforget as sf
+        from scforget.data import ForgetSplit
 
         if self.kind == "scattered":
             return sf.data.scattered_forget(adata, int(self.value), seed=seed)
         key = label_key if self.kind == "structured" else donor_key
-        return sf.data.structured_forget(adata, key, self.value, holdout_fraction=holdout_fraction, seed=seed)
+        split = sf.data.structured_forget(adata, key, self.value, holdout_fraction=holdout_fraction, seed=seed)
+        if self.kind != "donor" or not heldout_donors:
+            return split
+        donors = adata.obs[donor_key].astype(str).to_numpy()
+        others = sorted(set(donors) - {str(self.value)})
+        away_donors = np.random.default_rng(seed).choice(others, size=heldout_donors, replace=False)
+        away = np.flatnonzero(np.isin(donors, away_donors))
+        return ForgetSplit(
+            forget=split.forget,
+            holdout=np.union1d(split.holdout, away),
+            retain=np.setdiff1d(split.retain, away),
+            unseen=np.setdiff1d(split.unseen, away),
+            validation=np.setdiff1d(split.validation, away),
+            description=f"{split.description}; plus {heldout_donors} donor(s) never trained on as non-members",
+        )
 
 
-def parse_designs(specs: list[str], adata: AnnData, *, label_key: str, donor_key: str | None) -> list[ForgetDesign]:
-    """Designs from ``--forget`` values: ``GROUP``, ``random:N`` or ``donor:ID`` (checked against the data)."""
+def parse_designs(
+    specs: list[str], adata: AnnData, *, label_key: str, donor_key: str | None, heldout_donors: int = 0
+) -> list[ForgetDesign]:
+    """Designs from ``--forget`` values: ``GROUP``, ``random:N`` or ``donor:ID`` (checked against the data).
+
+    ``heldout_donors`` (donors set aside whole as extra non-members of donor designs) must leave at
+    least one other donor to train on.
+    """
+    if isinstance(heldout_donors, bool) or not isinstance(heldout_donors, int | np.integer) or heldout_donors < 0:
+        raise ValueError(f"--heldout-donors must be a count >= 0; got {heldout_donors!r}.")
     out: list[ForgetDesign] = []
     labels = set(adata.obs[label_key].astype(str))
     for spec in specs:
@@ -74,6 +110,11 @@ def parse_designs(specs: list[str], adata: AnnData, *, label_key: str, donor_key
             if donor not in donors:
                 raise ValueError(
                     f"--forget {spec!r}: no donor {donor!r} in {donor_key!r}.{close_matches(donor, donors)}"
+                )
+            if heldout_donors > len(donors) - 2:
+                raise ValueError(
+                    f"--heldout-donors {heldout_donors}: {donor_key!r} has {len(donors)} donors; besides {donor!r} at "
+                    f"least one must stay in training, so pass at most {max(len(donors) - 2, 0)}."
                 )
             out.append(ForgetDesign(spec, "donor", donor))
         else:

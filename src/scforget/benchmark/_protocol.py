@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: ``--donor-key`` value that makes pseudo-donors when the data has no such column.
+PSEUDO_DONOR = "pseudo_donor"
+
 
 def prepare_data(config: BenchmarkConfig) -> AnnData:
     """Load the data, keep QC-passing cells, select highly variable genes on the raw counts."""
@@ -41,6 +44,13 @@ def prepare_data(config: BenchmarkConfig) -> AnnData:
         )
     if "qc_pass" in adata.obs.columns:
         adata = adata[adata.obs["qc_pass"].to_numpy(dtype=bool)].copy()
+    if config.donor_key == PSEUDO_DONOR and PSEUDO_DONOR not in adata.obs.columns:
+        from scforget.data import pseudo_donors
+
+        # data from one donor: random groups stand in for donors (they carry no donor effect)
+        adata.obs[PSEUDO_DONOR] = pseudo_donors(
+            adata, config.n_pseudo_donors, stratify_key=config.label_key, seed=config.split_seed
+        )
     if config.n_top_genes and config.n_top_genes < adata.n_vars:
         sc.pp.filter_genes(adata, min_cells=3)
         sc.pp.highly_variable_genes(adata, n_top_genes=config.n_top_genes, flavor="seurat_v3")
@@ -96,9 +106,16 @@ class BenchmarkResult:
             if cfg.quick
             else ""
         )
+        donors = ""
+        if any(str(f).startswith("donor:") for f in cfg.forget):
+            pseudo = " (pseudo-donors: random groups of one donor's cells, no donor effect)"
+            donors = f" Donors: {cfg.donor_key}" + (pseudo if cfg.donor_key == PSEUDO_DONOR else "")
+            if cfg.heldout_donors:
+                donors += f"; {cfg.heldout_donors} other donor(s) set aside whole as extra non-members"
+            donors += "."
         return (
             f"Data: {cfg.data or 'bundled pbmc3k'}; designs: {', '.join(cfg.forget)} ({cfg.label_key}; holdout "
-            f"fraction {cfg.holdout_fraction}); scVI n_hidden={cfg.n_hidden}, n_latent={cfg.n_latent}, "
+            f"fraction {cfg.holdout_fraction}).{donors} scVI n_hidden={cfg.n_hidden}, n_latent={cfg.n_latent}, "
             f"{cfg.epochs} training epochs; baseline seeds {cfg.baseline_seeds}, retrain seeds "
             f"{cfg.retrain_seeds}, unlearning seeds {cfg.seeds}.{quick}\n"
             f"Primary attack: {cfg.primary_attack} (pre-registered); advantage = 2|AUC - 0.5| per model, mean over "
@@ -220,20 +237,25 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     from scforget.methods import available, get_method
 
     from ._cache import ModelCache
-    from ._designs import train_adapters, train_sharded
+    from ._designs import BUILDERS, design_data
     from ._forget_designs import parse_designs
     from ._markers import PBMC_MARKERS, marker_expression, mean_gene_correlation, observed_proportions
     from ._progress import Progress
     from ._summary import summarise
 
-    builders = {"sharded": train_sharded, "adapters": train_adapters}
     methods = config.methods or [m for m in available()["name"] if m not in ("retrain", "adapter_remap")]
     specs = {m: get_method(m) for m in methods}  # fail before any training on an unknown name
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     adata = prepare_data(config)
-    designs = parse_designs(config.forget, adata, label_key=config.label_key, donor_key=config.donor_key)
+    designs = parse_designs(
+        config.forget,
+        adata,
+        label_key=config.label_key,
+        donor_key=config.donor_key,
+        heldout_donors=config.heldout_donors,
+    )
     labels = adata.obs[config.label_key].astype(str).to_numpy()
     sf.model.SCVI.setup_anndata(adata)
     cache = ModelCache(config.cache, adata)
@@ -280,6 +302,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
             donor_key=config.donor_key,
             holdout_fraction=config.holdout_fraction,
             seed=config.split_seed,
+            heldout_donors=config.heldout_donors,
         )
         bar.say(f"design {design.name}: {split!r}")
         bases = {}
@@ -336,7 +359,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
             rows.append({**row, "guarantee": "exact", "design_train_s": base_s, "retrain_time_s": retrain_time})
         bar.say(f"{design.name}: baseline {base_s:.1f} s, retrain {retrain_time:.1f} s per model")
 
-        built: dict[tuple[str, int], tuple[Any, float]] = {}
+        # models built for deletion (SISA, adapters), per kind and baseline seed: (model, build s, data, key)
+        built: dict[tuple[str, int], tuple[Any, float, Any, str]] = {}
         for b_seed, (base, base_wall) in bases.items():
             for method in methods:
                 spec = specs[method]
@@ -349,18 +373,30 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                     if method == "dpsgd"
                     else [(method, {})]
                 )
+                if kind == "scvi":
+                    start_model, build_s, data, parent = base, base_wall, adata, base_keys[b_seed]
+                else:
+                    if (kind, b_seed) not in built:
+                        data = design_data(kind, adata, split, config, b_seed)
+                        bkey = cache.key(
+                            kind=f"built:{kind}",
+                            base=base_keys[b_seed],
+                            label_key=config.label_key,
+                            sisa_shards=config.sisa_shards,
+                            sisa_slices=config.sisa_slices,
+                            n_pseudo_donors=config.n_pseudo_donors,
+                        )
+                        hit = cache.get(bkey, data)
+                        if hit is None:
+                            hit = BUILDERS[kind](data, split, config, b_seed)
+                            cache.put(bkey, *hit, accelerator=config.accelerator)
+                        built[(kind, b_seed)] = (*hit, data, bkey)
+                    start_model, build_s, data, parent = built[(kind, b_seed)]
                 for label, params in variants:
                     for seed in config.seeds:
                         bar.step(f"{design.name}: {label} (baseline {b_seed}, seed {seed})")
-                        # models built for deletion (SISA, adapters) and what they unlearn are not cached
-                        key = cache.key(kind="method", base=base_keys[b_seed], method=method, params=params, seed=seed)
-                        hit = cache.get(key, adata) if kind == "scvi" else None
-                        if kind == "scvi":
-                            start_model, build_s = base, base_wall
-                        else:
-                            if (kind, b_seed) not in built:
-                                built[(kind, b_seed)] = builders[kind](adata, split, config, b_seed)
-                            start_model, build_s = built[(kind, b_seed)]
+                        key = cache.key(kind="method", base=parent, method=method, params=params, seed=seed)
+                        hit = cache.get(key, data)
                         if hit is not None:
                             model, wall = hit
                         else:
@@ -374,8 +410,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                                 **params,
                             )
                             wall = time.perf_counter() - start
-                            if kind == "scvi":
-                                cache.put(key, model, wall, accelerator=config.accelerator)
+                            cache.put(key, model, wall, accelerator=config.accelerator)
                         record = model.unlearning_records_[-1]
                         row = measure(design, split, model, label, b_seed, seed, wall, ref_models)
                         row.update(
@@ -392,7 +427,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                 key = (row["design"], row["method"], row["baseline_seed"], row["seed"])
                 if row["design"] == design.name and key in expression:
                     row["marker_r_retrain"] = mean_gene_correlation(expression[key], retrain_mean)
-        for (kind, _), (_, build_s) in built.items():
+        for (kind, _), (_, build_s, _, _) in built.items():
             timings[f"{design.name}:{kind}_train_s"] = timings.get(f"{design.name}:{kind}_train_s", 0.0) + build_s
     bar.close()
     runs = pd.DataFrame(rows)
