@@ -1,4 +1,4 @@
-"""Acceptance tests of gradient_ascent, neggrad_plus, scrub, contrastive and bad_teacher."""
+"""Acceptance tests of gradient_ascent, neggrad_plus, calibrated_neggrad, scrub, contrastive and bad_teacher."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import scforget as sf
 
 # importing a method module registers the method
 import scforget.methods._bad_teacher
+import scforget.methods._calibrated_neggrad
 import scforget.methods._contrastive
 import scforget.methods._gradient_ascent
 import scforget.methods._neggrad_plus
@@ -26,7 +27,7 @@ from scforget.methods._distill import (
 
 from .conftest import mean_nll, same_state, state_snapshot, watch_batchnorm
 
-METHODS = ["gradient_ascent", "neggrad_plus", "scrub", "contrastive", "bad_teacher"]
+METHODS = ["gradient_ascent", "neggrad_plus", "calibrated_neggrad", "scrub", "contrastive", "bad_teacher"]
 EPOCHS = 3
 # gradient ascent spends its first `ascent_steps` steps on forget cells only; keep some retain steps
 # in this short run so that the BatchNorm check below sees train-mode forwards
@@ -100,6 +101,7 @@ def test_method_forgets_and_keeps_input(setup, method, tmp_path):
     [
         ("gradient_ascent", {"ascent_step": 3}),
         ("neggrad_plus", {"lamda": 0.1}),
+        ("calibrated_neggrad", {"match_calibraton": 5}),
         ("scrub", {"max_step_epochs": 1}),
         ("contrastive", {"encoder_onyl": True}),
         ("bad_teacher", {"retain_fracton": 0.5}),
@@ -120,6 +122,7 @@ def test_misspelled_keyword_fails_before_training(setup, method, typo):
     [
         ("gradient_ascent", {"forget_bound": 0.5}),
         ("neggrad_plus", {"lam": -1.0}),
+        ("calibrated_neggrad", {"match_calibration": 0}),
         ("scrub", {"max_steps_epochs": -1}),
         ("contrastive", {"margin": 0.0}),
         ("bad_teacher", {"retain_sampling": "nearest"}),
@@ -132,6 +135,36 @@ def test_bad_values_fail_before_training(setup, method, bad):
         sf.unlearn(model, split.forget, method=method, max_epochs=1, **bad)
     assert same_state(model, snap)
     assert not hasattr(model, "unlearning_records_") or not model.unlearning_records_
+
+
+def test_calibrated_neggrad_stops_its_ascent_at_the_measured_gap(setup):
+    """The calibrated ceiling (gap measured on never-trained look-alikes) is below NegGrad+'s 1.5x, so the
+    forget cells end up fitted better than under NegGrad+ with the same seed, budget and weight."""
+    from scforget.methods import UnlearnContext
+    from scforget.methods._calibrated_neggrad import calibration_gap
+    from scforget.methods._critic_plan import select_nonmembers
+
+    model, split = setup
+    kw = {"seed": 0, "max_epochs": 6, "lam": 1.0, "enable_progress_bar": False}
+    calibrated = sf.unlearn(model, split.forget, method="calibrated_neggrad", **kw)
+    plain = sf.unlearn(model, split.forget, method="neggrad_plus", **kw)
+    rec = calibrated.unlearning_records_[-1]
+    # the gap recorded is the one measured on the input model, from its validation cells
+    ctx = UnlearnContext(split.forget, split.retain, split.validation, 1, 128, {}, 0, "cpu", "auto", {}, {})
+    pool, _ = select_nonmembers(model, ctx, None, match=10)
+    assert rec["calibrated_gap"] == pytest.approx(calibration_gap(model, ctx, pool))
+    assert rec["n_calibration_cells"] == pool.size and set(pool) <= set(split.validation)
+    assert rec["calibration_source"].startswith("model validation cells")
+    assert 1.0 < rec["calibrated_gap"] < 1.5
+    assert mean_nll(model, split.forget) < mean_nll(calibrated, split.forget) < mean_nll(plain, split.forget)
+
+
+def test_calibration_cells_must_be_never_trained(setup):
+    model, split = setup
+    snap = state_snapshot(model)
+    with pytest.raises(ValueError, match="`calibration` cells were training cells"):
+        sf.unlearn(model, split.forget, method="calibrated_neggrad", calibration=split.retain[:20], max_epochs=1)
+    assert same_state(model, snap)
 
 
 def test_divergences_zero_for_identical_and_positive_for_random(setup):

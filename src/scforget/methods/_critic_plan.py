@@ -73,9 +73,9 @@ class CriticCells:
 
 
 def select_nonmembers(
-    model: BaseModelClass, ctx: UnlearnContext, nonmembers, *, match: int | None
+    model: BaseModelClass, ctx: UnlearnContext, nonmembers, *, match: int | None, argument: str = "nonmembers"
 ) -> tuple[np.ndarray, str]:
-    """Never-trained cells for the critics: ``nonmembers`` or the model's validation cells.
+    """Never-trained cells for a method: ``nonmembers`` (passed as ``argument``) or the model's validation cells.
 
     With ``match=k`` only the union of the ``k`` nearest candidates (Euclidean distance between
     posterior means of the input model) of each forget cell is kept, so that non-members resemble the
@@ -85,33 +85,33 @@ def select_nonmembers(
         pool, source = np.asarray(ctx.validation, dtype=np.int64), "model validation cells"
         if pool.size < 2:
             raise ValueError(
-                "Critic-based unlearning needs never-trained non-member cells, but the model has no validation "
-                "cells. Pass `nonmembers=` (cells the model never trained on, not the ones you audit with)."
+                "This method needs never-trained cells, but the model has no validation cells. Pass "
+                f"`{argument}=` (cells the model never trained on, not the ones you audit with)."
             )
     else:
-        pool, source = as_positions(nonmembers, model.adata.obs_names, argument="nonmembers"), "nonmembers="
+        pool, source = as_positions(nonmembers, model.adata.obs_names, argument=argument), f"{argument}="
         trained = np.union1d(np.union1d(ctx.retain, ctx.forget), training_positions(model))
         overlap = np.intersect1d(pool, trained)
         if overlap.size:
             raise ValueError(
-                f"{overlap.size} of the `nonmembers` cells were training cells of the model; non-members must be "
-                "cells the model never trained on."
+                f"{overlap.size} of the `{argument}` cells were training cells of the model; pass cells the model "
+                "never trained on."
             )
         if pool.size < 2:
-            raise ValueError("`nonmembers` must contain at least two cells.")
+            raise ValueError(f"`{argument}` must contain at least two cells.")
     if match is not None and match * len(ctx.forget) < pool.size:
         from sklearn.neighbors import NearestNeighbors
 
         device = next(model.module.parameters()).device
-        f_mean = _posterior_means(model, ctx.forget, device)
-        p_mean = _posterior_means(model, pool, device)
+        f_mean = posterior_means(model, ctx.forget, device)
+        p_mean = posterior_means(model, pool, device)
         nn_ = NearestNeighbors(n_neighbors=min(int(match), pool.size)).fit(p_mean)
         pool = np.unique(pool[nn_.kneighbors(f_mean, return_distance=False).ravel()])
         source += f", {match} nearest per forget cell"
     return pool, source
 
 
-def _posterior_means(model: BaseModelClass, positions: np.ndarray, device) -> np.ndarray:
+def posterior_means(model: BaseModelClass, positions: np.ndarray, device) -> np.ndarray:
     feats = features_no_grad(model.module, minibatches(model, positions, batch_size=FEATURE_BATCH), device)
     n_latent = (feats.shape[1] - 2) // 2
     return feats[:, 2 : 2 + n_latent].cpu().numpy()
@@ -257,14 +257,16 @@ class CriticTrainingPlan(UnlearningTrainingPlan):
         return dict(self.critic_info)
 
 
-def _defaults(plan_cls: type) -> dict[str, Any]:
+def plan_defaults(plan_cls: type) -> dict[str, Any]:
+    """Default hyper-parameters of a plan, its subclasses' defaults winning over its bases'."""
     import inspect
 
-    return {
-        p.name: p.default
-        for p in inspect.signature(plan_cls.__init__).parameters.values()
-        if p.default is not inspect.Parameter.empty
-    }
+    out: dict[str, Any] = {}
+    for cls in reversed(plan_cls.__mro__):
+        if "__init__" in vars(cls):
+            params = inspect.signature(vars(cls)["__init__"]).parameters.values()
+            out.update({p.name: p.default for p in params if p.default is not inspect.Parameter.empty})
+    return out
 
 
 def run_with_critics(plan_cls: type[CriticTrainingPlan], *, shadow: bool = False):
@@ -277,7 +279,7 @@ def run_with_critics(plan_cls: type[CriticTrainingPlan], *, shadow: bool = False
     """
 
     def run(model: BaseModelClass, ctx: UnlearnContext) -> None:
-        params = {**_defaults(plan_cls), **ctx.params}
+        params = {**plan_defaults(plan_cls), **ctx.params}
         pool, source = select_nonmembers(model, ctx, params.get("nonmembers"), match=params.get("match_nonmembers"))
         shadow_pos = None
         if shadow:

@@ -2,6 +2,7 @@
 
 from scforget.methods._bad_teacher import BadTeacherPlan
 from scforget.methods._base import UnlearningTrainingPlan
+from scforget.methods._calibrated_neggrad import CalibratedNegGradPlan
 from scforget.methods._contrastive import ContrastivePlan
 from scforget.methods._datamodule import RetainForgetDataModule
 from scforget.methods._extragradient import ExtraGradientPlan
@@ -15,6 +16,7 @@ from scforget.methods._scrub import SCRUBPlan
 
 __all__ = [
     "BadTeacherPlan",
+    "CalibratedNegGradPlan",
     "DPVAE",
     "ContrastivePlan",
     "ExtraGradientPlan",
