@@ -186,3 +186,14 @@ def test_benchmark_runs_a_donor_design_with_donors_never_trained_on(tmp_path, ca
     assert "plus 1 donor(s) never trained on" in capsys.readouterr().out
     assert main([*argv[:-2], "--heldout-donors", "3", "--out", str(tmp_path / "x")]) == 2
     assert "pass at most 2" in capsys.readouterr().err
+
+
+def test_cache_key_changes_with_the_package_code(monkeypatch, pbmc_small, tmp_path):
+    from scforget.benchmark import _cache
+
+    digest = _cache.code_digest()
+    assert digest == _cache.code_digest() and len(digest) == 64
+    before = _cache.ModelCache(tmp_path, pbmc_small).key(kind="baseline", seed=0)
+    monkeypatch.setattr(_cache, "code_digest", lambda: "0" * 64)  # as after an edit of a method's code
+    after = _cache.ModelCache(tmp_path, pbmc_small).key(kind="baseline", seed=0)
+    assert before != after

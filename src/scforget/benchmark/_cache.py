@@ -2,8 +2,10 @@
 
 A model is stored under a key that hashes everything it depends on: a digest of the data (counts,
 cell and gene names), the design's split, the recipe (epochs, architecture, accelerator), the seed,
-the method and its parameters, and the versions of scforget, scvi-tools and torch. A changed input
-gives a new key, so a stale model is never reused. Models are saved with scvi-tools' ``save`` and
+the method and its parameters, the versions of scforget, scvi-tools and torch, and a digest of
+scforget's own source files (so that a development change to a method, without a new version,
+does not bring back the old method's models). A changed input gives a new key, so a stale model is
+never reused. Models are saved with scvi-tools' ``save`` and
 read back with :func:`scforget.model.load_model` (weights-only, allowlisted), next to a small JSON
 with the wall time of the original training, which the benchmark reports instead of the load time.
 """
@@ -20,6 +22,18 @@ import numpy as np
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+
+def code_digest() -> str:
+    """SHA-256 of scforget's Python source files (paths and contents, in a fixed order)."""
+    import scforget
+
+    root = Path(scforget.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def data_digest(adata: AnnData) -> str:
@@ -55,6 +69,7 @@ class ModelCache:
         self._base = {
             "data": data_digest(adata) if root is not None else "",
             "versions": {p: version(p) for p in ("scforget", "scvi-tools", "torch")},
+            "code": code_digest() if root is not None else "",
         }
         self.hits = 0
         self.misses = 0
