@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+# the Markdown table `scforget benchmark` writes into summary.md
+from scforget.benchmark._protocol import _markdown as markdown
 from scforget.benchmark._summary import NLL_TOLERANCE, TIME_RATIO
 
 #: The study's V2 headline (PBMC-33k, cluster c13, 30 cells; per-seed fresh attacker, nested CIs).
@@ -91,12 +93,6 @@ def methods_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="output directory of `scforget benchmark`")
@@ -107,7 +103,8 @@ def main() -> None:
     aucs = summary[[c for c in summary.columns if c.startswith("auc_")]]
     aucs = aucs.rename(columns=lambda c: c[4:]).map(lambda v: "" if pd.isna(v) else f"{v:.3f}").reset_index()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(methods_table(summary)) + "\n" + "Mean AUC per attack:\n\n" + markdown(aucs))
+    tables = (markdown(methods_table(summary)), markdown(aucs))
+    args.out.write_text(tables[0] + "\n\nMean AUC per attack:\n\n" + tables[1] + "\n")
     print(args.out)
 
 

@@ -240,12 +240,10 @@ def fisher_table(fisher: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    """The benchmark's Markdown table, floats to three decimals."""
+    from scforget.benchmark._protocol import _markdown
 
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return _markdown(df.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

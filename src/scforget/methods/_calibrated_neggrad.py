@@ -78,9 +78,9 @@ class CalibratedNegGradPlan(NegGradPlusPlan):
         clip_grad_norm: PositiveFloat | None = 1.0,
         **kwargs,
     ):
+        # `calibration` and `match_calibration` are read by the method's runner, which measures the gap
+        # before training and hands it to :meth:`calibrate`; the plan itself only needs the gap
         super().__init__(module, lr=lr, lam=lam, forget_bound=None, clip_grad_norm=clip_grad_norm, **kwargs)
-        self.calibration = calibration
-        self.match_calibration = match_calibration
         self.calibration_info: dict[str, Any] = {}
 
     def calibrate(self, gap: float, info: dict[str, Any]) -> None:
