@@ -86,6 +86,40 @@ def test_structured_forget_roles_are_disjoint_and_cover(pbmc_small):
     assert len(train) + len(val) + len(test) == pbmc_small.n_obs
 
 
+def test_carve_calibration_moves_non_members_and_keeps_the_training_set(pbmc_small):
+    split = sf.data.structured_forget(pbmc_small, "cell_type", "NK", holdout_fraction=0.5, seed=0)
+    carved = split.carve_calibration(0.25, seed=1)
+    assert carved.calibration.size == round(0.25 * split.holdout.size) > 0
+    # the calibration cells come from the non-members only, which lose exactly them
+    assert set(carved.calibration) <= set(split.holdout)
+    np.testing.assert_array_equal(np.union1d(carved.holdout, carved.calibration), split.holdout)
+    assert np.intersect1d(carved.holdout, carved.calibration).size == 0
+    # nothing else moves: the same cells are trained, validated and tested, so models trained on either
+    # split are the same
+    for role in ("forget", "retain", "unseen", "validation"):
+        np.testing.assert_array_equal(getattr(carved, role), getattr(split, role))
+    for a, b in zip(
+        split.datasplitter_kwargs()["external_indexing"], carved.datasplitter_kwargs()["external_indexing"], strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert carved.n_obs == split.n_obs and split.calibration.size == 0  # the original is unchanged
+    assert "calibration" in carved.summary().index and "calibration=" in repr(carved)
+    assert not np.array_equal(carved.calibration, split.carve_calibration(0.25, seed=2).calibration)
+    assert split.carve_calibration(0.0).calibration.size == 0
+
+
+@pytest.mark.parametrize(
+    ("fraction", "match"),
+    [(1.0, "`fraction`"), (-0.1, "`fraction`"), (0.995, "no non-member for the audit"), (0.005, "rounds to no")],
+)
+def test_carve_calibration_bad_input(pbmc_small, fraction, match):
+    split = sf.data.structured_forget(pbmc_small, "cell_type", "NK", holdout_fraction=0.5, seed=0)
+    with pytest.raises(ValueError, match=match):
+        split.carve_calibration(fraction)
+    with pytest.raises(ValueError, match="already has calibration cells"):
+        split.carve_calibration(0.25).carve_calibration(0.25)
+
+
 def test_structured_forget_seed_changes_assignment(pbmc_small):
     a = sf.data.structured_forget(pbmc_small, "cell_type", "DC", seed=0)
     b = sf.data.structured_forget(pbmc_small, "cell_type", "DC", seed=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,6 +12,10 @@ from scforget._core import check_int, check_number, close_matches, doc_params, r
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+
+#: The roles of a split, in display order.
+ROLES = ("forget", "holdout", "retain", "unseen", "validation", "calibration")
 
 
 def _frozen(a: Any) -> np.ndarray:
@@ -40,6 +44,10 @@ class ForgetSplit:
         Other never-trained cells (a generic held-out set for utility and audits).
     validation
         Never-trained cells for monitoring and early stopping; disjoint from every audit set.
+    calibration
+        Never-trained cells of the same kind as ``forget`` that an unlearning method may look at (to
+        learn how a never-trained cell of that kind is fitted) and that no audit uses: carved out of
+        the non-members with :meth:`carve_calibration`. Empty by default.
     description
         A short human-readable description of how the split was made.
     """
@@ -50,12 +58,12 @@ class ForgetSplit:
     unseen: np.ndarray
     validation: np.ndarray = field(default_factory=lambda: _frozen([]))
     description: str = ""
+    calibration: np.ndarray = field(default_factory=lambda: _frozen([]))
 
     def __post_init__(self) -> None:
-        for name in ("forget", "holdout", "retain", "unseen", "validation"):
+        for name in ROLES:
             object.__setattr__(self, name, _frozen(getattr(self, name)))
-        parts = [self.forget, self.holdout, self.retain, self.unseen, self.validation]
-        allpos = np.concatenate(parts)
+        allpos = np.concatenate([getattr(self, name) for name in ROLES])
         if np.unique(allpos).size != allpos.size:
             raise ValueError("The roles of a ForgetSplit must be disjoint.")
 
@@ -67,26 +75,62 @@ class ForgetSplit:
     @property
     def n_obs(self) -> int:
         """Number of cells covered by the split."""
-        return sum(len(getattr(self, f)) for f in ("forget", "holdout", "retain", "unseen", "validation"))
+        return sum(len(getattr(self, f)) for f in ROLES)
 
     def datasplitter_kwargs(self) -> dict:
         """Keyword arguments for ``model.train(datasplitter_kwargs=...)`` that train on :attr:`train`.
 
         The validation cells become scvi-tools' validation set and every never-trained cell its test
-        set, so ``model.train_indices`` equals :attr:`train` afterwards.
+        set (calibration cells included), so ``model.train_indices`` equals :attr:`train` afterwards.
         """
-        test = np.union1d(self.holdout, self.unseen)
+        test = np.union1d(np.union1d(self.holdout, self.unseen), self.calibration)
         return {"external_indexing": [self.train.copy(), self.validation.copy(), test]}
 
     def summary(self) -> pd.DataFrame:
         """Number of cells per role."""
-        roles = ("forget", "holdout", "retain", "unseen", "validation")
-        return pd.DataFrame({"role": roles, "n_cells": [len(getattr(self, r)) for r in roles]}).set_index("role")
+        return pd.DataFrame({"role": ROLES, "n_cells": [len(getattr(self, r)) for r in ROLES]}).set_index("role")
+
+    def carve_calibration(self, fraction: float, *, seed: int | None = None) -> ForgetSplit:
+        """A copy in which a random ``fraction`` of the non-members (``holdout``) become calibration cells.
+
+        The training cells, and so every model trained on the split, stay the same; the audit keeps
+        the remaining non-members. Methods that calibrate to never-trained cells of the forget set's
+        kind (``calibrated_neggrad``'s ``calibration=``) take :attr:`calibration`, so they never see
+        a cell the audit later uses as a non-member.
+
+        Parameters
+        ----------
+        fraction
+            Share of the non-members moved to calibration, in ``[0, 1)``; at least one non-member stays.
+        seed
+            Seed of the random choice; ``None`` follows :attr:`scvi.settings.seed`.
+
+        Returns
+        -------
+        The new split (this one is unchanged).
+        """
+        fraction = _check_fraction(fraction, "fraction")
+        if self.calibration.size:
+            raise ValueError("This split already has calibration cells; carve them once, from the original split.")
+        n = int(round(fraction * self.holdout.size))
+        if fraction > 0 and n == 0:
+            raise ValueError(
+                f"`fraction`={fraction} of {self.holdout.size} non-member(s) rounds to no calibration cell; raise "
+                "`fraction` or hold out more cells of the group."
+            )
+        if n >= self.holdout.size:
+            raise ValueError(f"`fraction`={fraction} would leave no non-member for the audit; lower it.")
+        rng = np.random.RandomState(resolve_seed(seed))
+        moved = rng.permutation(self.holdout)[:n]
+        return replace(
+            self,
+            holdout=np.setdiff1d(self.holdout, moved),
+            calibration=moved,
+            description=f"{self.description}; {n} of the non-members kept for calibration",
+        )
 
     def __repr__(self) -> str:
-        counts = ", ".join(
-            f"{r}={len(getattr(self, r))}" for r in ("forget", "holdout", "retain", "unseen", "validation")
-        )
+        counts = ", ".join(f"{r}={len(getattr(self, r))}" for r in ROLES)
         return f"ForgetSplit({counts}; {self.description})"
 
 

@@ -131,6 +131,14 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
+#: Hyper-parameters whose value is a set of cells: recorded as a count, never as names or positions.
+CELL_PARAMS = frozenset({"nonmembers", "calibration"})
+
+
+def _cells_summary(value: Any) -> Any:
+    return None if value is None else f"{len(value)} cells"
+
+
 def make_record(
     *,
     method: str,
@@ -152,7 +160,7 @@ def make_record(
             "method": method,
             "kind": kind,
             "guarantee": guarantee,
-            "params": params,
+            "params": {k: _cells_summary(v) if k in CELL_PARAMS else v for k, v in params.items()},
             **request,
             "n_retain": n_retain,
             "max_epochs": max_epochs,
