@@ -193,7 +193,77 @@ def test_cache_key_changes_with_the_package_code(monkeypatch, pbmc_small, tmp_pa
 
     digest = _cache.code_digest()
     assert digest == _cache.code_digest() and len(digest) == 64
-    before = _cache.ModelCache(tmp_path, pbmc_small).key(kind="baseline", seed=0)
-    monkeypatch.setattr(_cache, "code_digest", lambda: "0" * 64)  # as after an edit of a method's code
-    after = _cache.ModelCache(tmp_path, pbmc_small).key(kind="baseline", seed=0)
-    assert before != after
+    assert _cache.code_digest("training") != digest
+
+    def keys():
+        cache = _cache.ModelCache(tmp_path, pbmc_small)
+        return [cache.key(kind=k, seed=0) for k in ("baseline", "retrain", "method")]
+
+    before = keys()
+    real = _cache.code_digest
+    # as after an edit of a method's code: the full digest changes, the training scope does not
+    monkeypatch.setattr(_cache, "code_digest", lambda scope="all": real(scope) if scope == "training" else "0" * 64)
+    after = keys()
+    assert before[:2] == after[:2] and before[2] != after[2]
+    # as after an edit of the model code: every key changes
+    monkeypatch.setattr(_cache, "code_digest", lambda scope="all": scope[0] * 64)
+    assert all(b != a for b, a in zip(before, keys(), strict=True))
+
+
+def test_training_scope_of_the_code_digest():
+    from scforget.benchmark._cache import _in_training_scope
+
+    inside = ["model/_scvi.py", "_core/_split.py", "data/_splits.py", "methods/_retrain.py", "benchmark/_baseline.py"]
+    outside = ["methods/_calibrated_neggrad.py", "privacy/_lira.py", "fisher/_engine.py", "benchmark/_protocol.py"]
+    assert all(_in_training_scope(p) for p in inside)
+    assert not any(_in_training_scope(p) for p in outside)
+
+
+def test_unlearners_get_the_calibration_cells_and_never_an_audit_cell(tmp_path):
+    """The benchmark hands calibration cells (carved out of the non-members) to methods that take them; the
+    audit keeps the other non-members; no unlearner sees a cell it is audited on."""
+    import numpy as np
+
+    import scforget as sf
+    from scforget.benchmark import BenchmarkConfig
+    from scforget.benchmark._protocol import prepare_data, run_benchmark, unlearner_cells
+    from scforget.methods import get_method
+
+    config = BenchmarkConfig.quick_config(
+        epochs=3,
+        n_top_genes=200,
+        forget=["NK"],
+        methods=["matched_neggrad", "finetune"],
+        accelerator="cpu",
+        preflight=True,
+    )
+    result = run_benchmark(config, progress=False)
+    adata = prepare_data(config)
+    split = sf.data.structured_forget(adata, "cell_type", "NK", holdout_fraction=config.holdout_fraction, seed=0)
+    holdout_nk = split.holdout.size
+    split = split.carve_calibration(config.calibration_fraction, seed=config.split_seed)
+    n_cal = split.calibration.size
+    assert 0 < n_cal < holdout_nk
+    runs = result.runs.set_index("method")
+    assert runs.loc["matched_neggrad", "n_calibration_cells"] == n_cal
+    assert np.isnan(runs.loc["finetune", "n_calibration_cells"])  # finetune takes no calibration cells
+    for key, per_cell in result.scores.items():
+        assert int((per_cell["label"] == 0).sum()) == holdout_nk - n_cal, key
+
+    # the pre-flight check ran on the baseline, with the calibration cells, and was timed against a retrain
+    pre = result.preflight.loc["NK"]
+    assert pre["verdict"] in ("entangled", "partly separable", "separable")
+    assert 0 <= pre["memorisation_auc"] <= 1 and pre["preflight_ratio_to_retrain"] > 0
+    with pytest.raises(ValueError, match="--calibration-fraction"):
+        BenchmarkConfig(calibration_fraction=1.0)
+
+    cells = unlearner_cells(get_method("calibrated_neggrad"), split)
+    np.testing.assert_array_equal(cells["calibration"], split.calibration)
+    assert unlearner_cells(get_method("finetune"), split) == {}
+
+    class Leaky:  # a split whose calibration cells include an audited non-member
+        forget, holdout = split.forget, split.holdout
+        calibration = np.union1d(split.calibration, split.holdout[:1])
+
+    with pytest.raises(RuntimeError, match="1 calibration cell"):
+        unlearner_cells(get_method("calibrated_neggrad"), Leaky)

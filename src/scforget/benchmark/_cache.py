@@ -4,7 +4,8 @@ A model is stored under a key that hashes everything it depends on: a digest of 
 cell and gene names), the design's split, the recipe (epochs, architecture, accelerator), the seed,
 the method and its parameters, the versions of scforget, scvi-tools and torch, and a digest of
 scforget's own source files (so that a development change to a method, without a new version,
-does not bring back the old method's models). A changed input gives a new key, so a stale model is
+does not bring back the old method's models; baselines and retrains hash only the files their
+training runs through, so developing a method does not retrain them). A changed input gives a new key, so a stale model is
 never reused. Models are saved with scvi-tools' ``save`` and
 read back with :func:`scforget.model.load_model` (weights-only, allowlisted), next to a small JSON
 with the wall time of the original training, which the benchmark reports instead of the load time.
@@ -24,14 +25,48 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def code_digest() -> str:
-    """SHA-256 of scforget's Python source files (paths and contents, in a fixed order)."""
+#: Kinds of model trained without any approximate method: their keys hold :func:`code_digest` of the
+#: ``"training"`` scope, so that developing a method does not retrain every baseline and retrain.
+TRAINING_KINDS = ("baseline", "retrain")
+#: What the ``"training"`` scope leaves out: the audit, Fisher and plotting code, the benchmark's
+#: reporting, and every method module but those retraining runs through.
+_NOT_TRAINING = ("privacy/", "fisher/", "pl/", "benchmark/")
+_TRAINING_METHOD_MODULES = {
+    "__init__.py",
+    "_context.py",
+    "_hyperparams.py",
+    "_private.py",
+    "_record.py",
+    "_registry.py",
+    "_retrain.py",
+    "_unlearn.py",
+}
+_TRAINING_BENCHMARK_MODULES = {"benchmark/_baseline.py", "benchmark/_config.py"}
+
+
+def _in_training_scope(rel: str) -> bool:
+    if rel in _TRAINING_BENCHMARK_MODULES:
+        return True
+    if rel.startswith(_NOT_TRAINING):
+        return False
+    return not rel.startswith("methods/") or rel.removeprefix("methods/") in _TRAINING_METHOD_MODULES
+
+
+def code_digest(scope: str = "all") -> str:
+    """SHA-256 of scforget's Python source files (paths and contents, in a fixed order).
+
+    ``scope="training"`` hashes only the files that training a baseline or a retrain runs through
+    (models, core, data, the retrain method and the unlearning entry point, the baseline's training).
+    """
     import scforget
 
     root = Path(scforget.__file__).parent
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
+        rel = path.relative_to(root).as_posix()
+        if scope == "training" and not _in_training_scope(rel):
+            continue
+        h.update(rel.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -71,6 +106,7 @@ class ModelCache:
             "versions": {p: version(p) for p in ("scforget", "scvi-tools", "torch")},
             "code": code_digest() if root is not None else "",
         }
+        self._training_code = code_digest("training") if root is not None else ""
         self.hits = 0
         self.misses = 0
 
@@ -83,6 +119,8 @@ class ModelCache:
             return v
 
         payload = {**self._base, **{k: plain(v) for k, v in parts.items()}}
+        if parts.get("kind") in TRAINING_KINDS:
+            payload["code"] = self._training_code
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def get(self, key: str, adata: AnnData) -> tuple[Any, float] | None:

@@ -20,6 +20,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "donor_key": args.donor_key,
         "heldout_donors": args.heldout_donors,
         "holdout_fraction": args.holdout_fraction,
+        "calibration_fraction": args.calibration_fraction,
         "retrain_seeds": args.retrain_seeds,
         "baseline_seeds": args.baseline_seeds,
         "primary_attack": args.primary_attack,
@@ -35,6 +36,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "sisa_slices": args.sisa_slices,
         "n_pseudo_donors": args.n_pseudo_donors,
         "cache": args.cache,
+        "preflight": args.preflight or None,
     }
     if args.quick:
         config = BenchmarkConfig.quick_config(**overrides)
@@ -75,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="donor designs: other donors set aside whole before training, their cells extra non-members (0)",
     )
     b.add_argument("--holdout-fraction", type=float, help="share of a group or donor held out as non-members (0.5)")
+    b.add_argument(
+        "--calibration-fraction",
+        type=float,
+        help="share of the non-members kept apart as calibration cells for methods that take them, never "
+        "audited (0.25)",
+    )
     b.add_argument("--epochs", type=int, help="training epochs of the baseline and each retrain")
     b.add_argument("--n-top-genes", type=int, help="highly variable genes to keep (0 = all)")
     b.add_argument("--methods", nargs="+", help="methods to run (default: all registered)")
@@ -95,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sisa-shards", type=int, help="shards of the SISA ensemble (default: 4)")
     b.add_argument("--sisa-slices", type=int, help="slices per SISA shard (default: 2)")
     b.add_argument("--n-pseudo-donors", type=int, help="pseudo-donors of the adapter design (default: 8)")
+    b.add_argument(
+        "--preflight",
+        action="store_true",
+        help="run the unlearnability pre-flight check on each design's first baseline (preflight.csv)",
+    )
     b.add_argument("--cache", metavar="DIR", help="reuse trained models from DIR (and store new ones there)")
     b.add_argument("--out", default="benchmark_out", help="output directory")
     b.set_defaults(func=_benchmark)

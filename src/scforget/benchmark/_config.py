@@ -28,6 +28,12 @@ class BenchmarkConfig:
         cells join the forgotten donor's held-out cells as non-members (donors never trained on).
     holdout_fraction
         Fraction of a structured group or donor held out of training as same-biology non-members.
+    calibration_fraction
+        Share of every design's non-members kept apart as calibration cells
+        (:meth:`~scforget.data.ForgetSplit.carve_calibration`): methods with a ``calibration``
+        parameter receive them, the audit never uses them, so no unlearner sees an audit
+        non-member. ``0`` keeps every non-member for the audit (and such methods fall back to their
+        default).
     n_top_genes
         Highly variable genes kept (seurat_v3 on counts); ``0`` keeps all genes.
     epochs
@@ -64,6 +70,9 @@ class BenchmarkConfig:
     n_pseudo_donors
         Pseudo-donors of the adapter design (pbmc3k has one donor): half form the core, the other
         half and the forget group are mapped as adapters.
+    preflight
+        Run :func:`scforget.fisher.unlearnability` on the first baseline of every design, before any
+        unlearning, and write its verdict, scores and cost (``preflight.csv``).
     cache
         Directory of trained models to reuse (baselines, retrains, the models built for deletion and
         every unlearned model), keyed by
@@ -78,6 +87,7 @@ class BenchmarkConfig:
     donor_key: str | None = None
     heldout_donors: int = 0
     holdout_fraction: float = 0.5
+    calibration_fraction: float = 0.25
     n_top_genes: int = 2000
     epochs: int = 400
     n_hidden: int = 128
@@ -97,6 +107,7 @@ class BenchmarkConfig:
     sisa_slices: int = 2
     n_pseudo_donors: int = 8
     cache: str | None = None
+    preflight: bool = False
     quick: bool = False
 
     @classmethod
@@ -123,6 +134,8 @@ class BenchmarkConfig:
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"--{name.replace('_', '-')} needs distinct seeds; got {values}.")
+        if not 0 <= self.calibration_fraction < 1:
+            raise ValueError(f"--calibration-fraction must lie in [0, 1); got {self.calibration_fraction}.")
         if self.primary_attack not in ("loss", "kl", "classifier", "distance", "lira"):
             raise ValueError(
                 f"--primary-attack must be loss, kl, classifier, distance or lira; got {self.primary_attack!r}."

@@ -77,7 +77,7 @@ def adapter_groups(adata: AnnData, split: ForgetSplit, config: BenchmarkConfig, 
 
     groups = sf.data.pseudo_donors(adata, config.n_pseudo_donors, stratify_key=config.label_key, seed=seed)
     out = groups.astype(str).to_numpy().astype(object)
-    out[np.concatenate([split.forget, split.holdout])] = FORGET_GROUP
+    out[np.concatenate([split.forget, split.holdout, split.calibration])] = FORGET_GROUP
     return out
 
 

@@ -117,9 +117,12 @@ def write_report(result: BenchmarkResult, figures: list[Path], path: Path) -> Pa
 
 
 def write_tables(result: BenchmarkResult, out: Path) -> list[Path]:
-    """``runs.csv``, ``summary.csv`` and ``summary.md``."""
+    """``runs.csv``, ``summary.csv``, ``summary.md`` and, with a pre-flight check, ``preflight.csv``."""
     paths = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
     result.runs.to_csv(paths[0], index=False)
     result.summary.to_csv(paths[1])
     paths[2].write_text(result.to_markdown())
+    if not result.preflight.empty:
+        paths.append(out / "preflight.csv")
+        result.preflight.to_csv(paths[-1])
     return paths

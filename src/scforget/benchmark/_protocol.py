@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scforget._core import quiet_training
-
 from ._config import BenchmarkConfig
 
 if TYPE_CHECKING:
@@ -77,6 +75,9 @@ class BenchmarkResult:
     scores
         Per-cell audit scores of every model (anonymous ids), keyed by (design, method, baseline
         seed, seed); kept in memory for figures, not written.
+    preflight
+        With ``config.preflight``: one row per design, the pre-flight check on its first baseline
+        (:func:`~scforget.benchmark._preflight.preflight_row`); empty otherwise.
     """
 
     runs: pd.DataFrame
@@ -84,6 +85,7 @@ class BenchmarkResult:
     config: BenchmarkConfig
     timings: dict[str, float]
     scores: dict = field(default_factory=dict, repr=False)
+    preflight: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def write(self, out: str | Path) -> list[Path]:
         """Write tables, ``config.json``, figures (``figures/*.png``) and ``report.html`` into ``out``."""
@@ -193,6 +195,24 @@ def _audit_columns(model, split, references: list, config: BenchmarkConfig, seed
     return out, report
 
 
+def unlearner_cells(spec, split) -> dict[str, np.ndarray]:
+    """Never-trained cells handed to a method: the split's calibration cells, to methods that take them.
+
+    Raises if any of them is an audit cell (a forget cell or a non-member), so an unlearner can never
+    tune itself on the cells it is judged on; the audit's non-members are ``split.holdout``.
+    """
+    if "calibration" not in spec.params or split.calibration.size == 0:
+        return {}
+    audited = np.union1d(split.forget, split.holdout)
+    overlap = np.intersect1d(split.calibration, audited)
+    if overlap.size:
+        raise RuntimeError(
+            f"{overlap.size} calibration cell(s) of the split are audit cells; the benchmark never lets an "
+            "unlearner see the cells it is audited on."
+        )
+    return {"calibration": np.asarray(split.calibration)}
+
+
 def _utility(model, split, labels: np.ndarray, seed: int) -> dict[str, float]:
     from scforget.privacy import signals
 
@@ -231,15 +251,15 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     -------
     The per-run and per-method tables.
     """
-    import scvi
-
     import scforget as sf
     from scforget.methods import available, get_method
 
+    from ._baseline import train_baseline
     from ._cache import ModelCache
     from ._designs import BUILDERS, design_data
     from ._forget_designs import parse_designs
     from ._markers import PBMC_MARKERS, marker_expression, mean_gene_correlation, observed_proportions
+    from ._preflight import preflight_row
     from ._progress import Progress
     from ._summary import summarise
 
@@ -273,6 +293,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     bar.say(f"data: {adata.n_obs} cells x {adata.n_vars} genes; designs: {', '.join(d.name for d in designs)}")
 
     rows: list[dict[str, Any]] = []
+    preflight_rows: list[dict[str, Any]] = []
     scores: dict[tuple[str, str, int, int], pd.DataFrame] = {}
 
     markers = [g for g in PBMC_MARKERS if g in adata.var_names]
@@ -304,6 +325,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
             seed=config.split_seed,
             heldout_donors=config.heldout_donors,
         )
+        if config.calibration_fraction and split.holdout.size >= 2:
+            split = split.carve_calibration(config.calibration_fraction, seed=config.split_seed)
         bar.say(f"design {design.name}: {split!r}")
         bases = {}
         base_keys = {}
@@ -318,18 +341,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
             if hit is not None:
                 bases[b_seed] = hit
                 continue
-            scvi.settings.seed = b_seed
-            base = sf.model.SCVI(adata, n_hidden=config.n_hidden, n_latent=config.n_latent, gene_likelihood="nb")
-            start = time.perf_counter()
-            with quiet_training():
-                base.train(
-                    max_epochs=config.epochs,
-                    datasplitter_kwargs=split.datasplitter_kwargs(),
-                    accelerator=config.accelerator,
-                    enable_progress_bar=False,
-                )
-            bases[b_seed] = (base, time.perf_counter() - start)
-            cache.put(key, base, bases[b_seed][1], accelerator=config.accelerator)
+            bases[b_seed] = train_baseline(adata, split, config, b_seed)
+            cache.put(key, *bases[b_seed], accelerator=config.accelerator)
         base_s = float(np.mean([w for _, w in bases.values()]))
         timings[f"{design.name}:baseline_train_s"] = base_s
         first = bases[config.baseline_seeds[0]][0]
@@ -350,6 +363,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
         retrain_time = float(np.median([w for _, _, w in retrained]))  # the median retrain: robust to one slow run
         timings[f"{design.name}:retrain_s"] = retrain_time
         ref_models = [m for _, m, _ in retrained]
+        if config.preflight:
+            preflight_rows.append(preflight_row(design.name, first, split, config, retrain_time))
         for b_seed, (base, wall) in bases.items():
             row = measure(design, split, base, "baseline", b_seed, b_seed, wall, ref_models)
             rows.append({**row, "guarantee": "none", "design_train_s": wall, "retrain_time_s": retrain_time})
@@ -392,10 +407,11 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                             cache.put(bkey, *hit, accelerator=config.accelerator)
                         built[(kind, b_seed)] = (*hit, data, bkey)
                     start_model, build_s, data, parent = built[(kind, b_seed)]
+                cells = unlearner_cells(spec, split)
                 for label, params in variants:
                     for seed in config.seeds:
                         bar.step(f"{design.name}: {label} (baseline {b_seed}, seed {seed})")
-                        key = cache.key(kind="method", base=parent, method=method, params=params, seed=seed)
+                        key = cache.key(kind="method", base=parent, method=method, params=params, seed=seed, **cells)
                         hit = cache.get(key, data)
                         if hit is not None:
                             model, wall = hit
@@ -408,6 +424,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                                 accelerator=config.accelerator,
                                 enable_progress_bar=False,
                                 **params,
+                                **cells,
                             )
                             wall = time.perf_counter() - start
                             cache.put(key, model, wall, accelerator=config.accelerator)
@@ -420,6 +437,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                             row["cost_fraction"] = float(record["cost_fraction"])
                         if "epsilon" in record:
                             row["epsilon"] = float(record["epsilon"])
+                        if "n_calibration_cells" in record:
+                            row["n_calibration_cells"] = int(record["n_calibration_cells"])
                         rows.append(row)
         if markers:  # each model's marker expression against the mean of the retrain models'
             retrain_mean = np.mean([v for k, v in expression.items() if k[:2] == (design.name, "retrain")], axis=0)
@@ -438,4 +457,11 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
         timings["cache_hits"] = float(cache.hits)
         timings["cache_misses"] = float(cache.misses)
     summary = summarise(runs, scores, config)
-    return BenchmarkResult(runs=runs, summary=summary, config=config, timings=timings, scores=scores)
+    return BenchmarkResult(
+        runs=runs,
+        summary=summary,
+        config=config,
+        timings=timings,
+        scores=scores,
+        preflight=pd.DataFrame(preflight_rows).set_index("design") if preflight_rows else pd.DataFrame(),
+    )
