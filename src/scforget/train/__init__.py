@@ -10,6 +10,7 @@ from scforget.methods._finetune import FinetunePlan
 from scforget.methods._frozen_critic import FrozenCriticPlan
 from scforget.methods._gisa import GISAPlan
 from scforget.methods._gradient_ascent import GradientAscentPlan
+from scforget.methods._matched_neggrad import MatchedNegGradPlan
 from scforget.methods._neggrad_plus import NegGradPlusPlan
 from scforget.methods._private import DPVAE, GeneDispersion, PrivateTrainingPlan
 from scforget.methods._scrub import SCRUBPlan
@@ -25,6 +26,7 @@ __all__ = [
     "GISAPlan",
     "GeneDispersion",
     "GradientAscentPlan",
+    "MatchedNegGradPlan",
     "NegGradPlusPlan",
     "PrivateTrainingPlan",
     "RetainForgetDataModule",
