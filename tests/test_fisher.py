@@ -349,3 +349,62 @@ def test_classifier_baseline_keeps_counts_sparse(scvi_model, monkeypatch):
     assert sparse.issparse(x) and x.dtype == np.float32  # never the dense float64 cell x gene matrix
     dense = np.log1p(model.adata.X.toarray() / model.adata.X.toarray().sum(1, keepdims=True) * 1e4)
     np.testing.assert_allclose(x.toarray(), dense, rtol=1e-5, atol=1e-6)
+
+
+def test_isolation_against_a_brute_force_count():
+    """Isolation = (share of forget cells among each forget cell's 15 nearest training cells - chance) /
+    (1 - chance), checked against a direct count on a toy latent space, and at its two ends."""
+    from scforget.fisher._preflight_scores import N_NEIGHBOURS, isolation
+
+    rng = np.random.default_rng(0)
+    forget = rng.normal(size=(30, 3))
+    retain = rng.normal(size=(200, 3))
+    pool = np.vstack([forget, retain])
+    d = ((forget[:, None, :] - pool[None, :, :]) ** 2).sum(-1)
+    shares = []
+    for i in range(len(forget)):
+        order = [j for j in np.argsort(d[i], kind="stable") if j != i][:N_NEIGHBOURS]
+        shares.append(np.mean([j < len(forget) for j in order]))
+    chance = (len(forget) - 1) / (len(pool) - 1)
+    assert isolation(forget, retain) == pytest.approx((np.mean(shares) - chance) / (1 - chance))
+    # a group far from every retain cell: every neighbour is a forget cell
+    assert isolation(forget + 100.0, retain) == pytest.approx(1.0)
+    # forget cells drawn like the retain cells: about chance (mean over draws near 0)
+    draws = [isolation(rng.normal(size=(30, 3)), rng.normal(size=(200, 3))) for _ in range(20)]
+    assert abs(np.mean(draws)) < 0.05
+
+
+def test_memorisation_auc_is_the_mann_whitney_statistic():
+    from scforget.fisher._preflight_scores import memorisation_auc
+
+    rng = np.random.default_rng(1)
+    f, c = rng.normal(0.3, 1, 40), rng.normal(0, 1, 25)
+    pairs = (f[:, None] > c[None, :]).mean() + 0.5 * (f[:, None] == c[None, :]).mean()
+    assert memorisation_auc(f, c) == pytest.approx(pairs)
+    assert memorisation_auc(c + 10, c) == 1.0 and memorisation_auc(c - 10, c) == 0.0
+    tied = np.zeros(5)
+    assert memorisation_auc(tied, tied) == 0.5
+
+
+def test_unlearnability_reports_isolation_and_memorisation(scvi_model):
+    """The forward-pass scores: DC (a type with no retain cells) is isolated, a random training subset is not;
+    calibration cells that are training cells are refused before any work."""
+    model, split = scvi_model
+    kw = {"n_null": 2, "progress_bar": False, "seed": 0}
+    dc = fisher.unlearnability(model, split.forget, split.retain, calibration=split.holdout, **kw)
+    assert 0 < dc.memorisation_auc < 1 and dc.seconds > 0
+    rng = np.random.default_rng(0)
+    scattered = np.sort(rng.choice(split.retain, size=split.forget.size, replace=False))
+    rest = np.setdiff1d(split.retain, scattered)
+    random = fisher.unlearnability(model, scattered, rest, **kw)
+    assert np.isnan(random.memorisation_auc)
+    assert dc.isolation > 0.3 > abs(random.isolation)
+    assert "isolation" in str(dc) and "memorisation AUC" in str(dc)
+    with pytest.raises(ValueError, match="`calibration` cells were training cells"):
+        fisher.unlearnability(model, split.forget, split.retain, calibration=split.retain[:5], **kw)
+    # a retain subsample for the Fisher: fewer retain cells in the overlap, the retrain estimate unchanged
+    sub = fisher.unlearnability(model, split.forget, split.retain, max_retain=100, **kw)
+    assert sub.overlap.retain.n_cells == 100
+    assert sub.retrain_seconds == pytest.approx(dc.retrain_seconds)
+    with pytest.raises(ValueError, match="max_retain"):
+        fisher.unlearnability(model, split.forget, split.retain, max_retain=split.forget.size, **kw)

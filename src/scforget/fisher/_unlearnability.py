@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from scforget._core import check_number, estimate_retrain_seconds, resolve_seed
+from scforget._core import check_int, check_number, estimate_retrain_seconds, resolve_seed, training_positions
+from scforget.data import as_positions
 
 from ._overlap import FisherOverlap, overlap
+from ._preflight_scores import MAX_NEIGHBOUR_POOL, isolation, latent_and_fit, memorisation_auc
 
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
@@ -39,6 +42,15 @@ class Unlearnability:
         unknown).
     overlap
         The full :class:`~scforget.fisher.FisherOverlap`.
+    isolation
+        How much the forget cells are their own latent neighbours beyond chance (0: mixed in with
+        the retain cells, as a random set is; 1: a group apart, as a cell type absent from the
+        retain cells is).
+    memorisation_auc
+        AUC of the fit per count, forget cells against the ``calibration`` cells (never trained, of
+        the forget set's kind): the loss attack on cells no audit uses. ``nan`` without them.
+    seconds
+        Wall time of the check.
     """
 
     verdict: str
@@ -47,6 +59,9 @@ class Unlearnability:
     separable_categories: tuple[str, ...]
     retrain_seconds: float
     overlap: FisherOverlap
+    isolation: float = float("nan")
+    memorisation_auc: float = float("nan")
+    seconds: float = float("nan")
 
     def __str__(self) -> str:
         return self.message
@@ -57,9 +72,11 @@ def unlearnability(
     forget: CellSpec,
     retain: CellSpec | None = None,
     *,
+    calibration: CellSpec | None = None,
     entangled_above: float = 0.25,
     separable_below: float = 0.1,
     n_null: int = 5,
+    max_retain: int | None = None,
     seed: int | None = None,
     retrain_seconds: float | None = None,
     progress_bar: bool = True,
@@ -79,6 +96,12 @@ def unlearnability(
       **partly separable**, an edit restricted to those categories may help;
     - every category below ``separable_below``: **separable**.
 
+    Two further scores come from forward passes only: :attr:`Unlearnability.isolation` (are the
+    forget cells their own latent neighbours?) and, given ``calibration`` cells,
+    :attr:`Unlearnability.memorisation_auc` (the loss attack of forget against calibration cells on
+    the input model). They are reported next to the verdict, which they do not change; the
+    benchmarks page evaluates all three against what unlearning achieved.
+
     The reference study found a global cosine of 0.21–0.31 for a VAE vs 0.018 for a classifier, and
     no approximate method matched retraining. The thresholds are judgement calls, not calibrated
     error rates; read :attr:`Unlearnability.evidence` and confirm with an audit
@@ -93,12 +116,19 @@ def unlearnability(
         The cells to forget.
     retain
         The retain cells (default: the other training cells).
+    calibration
+        Never-trained cells of the forget set's kind (not the cells you will audit with), for the
+        memorisation score; ``None`` leaves it ``nan``.
     entangled_above
         Relative overlap from which a category counts as entangled.
     separable_below
         Relative overlap below which a category counts as separable.
     n_null
         Random subsets of the null reference.
+    max_retain
+        Compute the retain Fisher (and draw the null subsets) from at most this many random retain
+        cells: the Fisher is a mean over cells, so a large random subset estimates it closely at a
+        fraction of the cost. ``None`` uses every retain cell.
     seed
         Seed of the null subsets; ``None`` follows :attr:`scvi.settings.seed`.
     retrain_seconds
@@ -119,14 +149,46 @@ def unlearnability(
         raise ValueError("`separable_below` must not exceed `entangled_above`.")
     retrain_seconds = check_number(retrain_seconds, "retrain_seconds", minimum=0, allow_none=True)
     seed = resolve_seed(seed)
-    ov = overlap(model, forget, retain, null="random", n_null=n_null, seed=seed, progress_bar=progress_bar)
+    names = model.adata.obs_names
+    f_pos = as_positions(forget, names, argument="forget")
+    cal_pos = None
+    if calibration is not None:
+        cal_pos = as_positions(calibration, names, argument="calibration")
+        trained = np.intersect1d(cal_pos, training_positions(model))
+        if trained.size:
+            raise ValueError(
+                f"{trained.size} of the `calibration` cells were training cells of the model; pass cells it never "
+                "trained on."
+            )
+        if cal_pos.size < 2:
+            raise ValueError("`calibration` must contain at least two cells.")
+    start = time.perf_counter()
+    r_all = (
+        np.setdiff1d(training_positions(model), f_pos)
+        if retain is None
+        else as_positions(retain, names, argument="retain")
+    )
+    n_retain = int(r_all.size)  # what a retrain trains on, whatever the Fisher is estimated from
+    if max_retain is not None:
+        max_retain = check_int(max_retain, "max_retain", minimum=2 * f_pos.size)
+        if r_all.size > max_retain:
+            r_all = np.sort(np.random.default_rng(seed).choice(r_all, size=max_retain, replace=False))
+    ov = overlap(model, f_pos, r_all, null="random", n_null=n_null, seed=seed, progress_bar=progress_bar)
     t = ov.table
     evidence = t.loc[[c for c in t.index if c != "global"], ["n_params", "cosine", "null_cosine", "null_cosine_sd"]]
     evidence = evidence.assign(relative_overlap=evidence["cosine"] / evidence["null_cosine"])
     main = evidence.loc[[c for c in evidence.index if c in _MAIN]]
     separable = tuple(main.index[main["relative_overlap"] < separable_below])
     entangled = tuple(main.index[main["relative_overlap"] >= entangled_above])
-    n_retain = ov.retain.n_cells
+    r_pos = r_all
+    rng = np.random.default_rng(seed)
+    if r_pos.size > MAX_NEIGHBOUR_POOL:
+        r_pos = np.sort(rng.choice(r_pos, size=MAX_NEIGHBOUR_POOL, replace=False))
+    f_latent, f_fit = latent_and_fit(model, f_pos)
+    r_latent, _ = latent_and_fit(model, r_pos)
+    iso = isolation(f_latent, r_latent)
+    mem = float("nan") if cal_pos is None else memorisation_auc(f_fit, latent_and_fit(model, cal_pos)[1])
+    seconds_taken = time.perf_counter() - start
     if retrain_seconds is None:
         estimate = estimate_retrain_seconds(model, n_retain)
         seconds = float("nan") if estimate is None else estimate
@@ -158,6 +220,8 @@ def unlearnability(
             f"{t.loc['global', 'cosine']:.2f} vs null {t.loc['global', 'null_cosine']:.2f}): approximate "
             f"methods are unlikely to match retraining; {eta}."
         )
+    text += f" Latent isolation of the forget cells: {iso:.2f} (0: mixed in, 1: a group apart)"
+    text += "." if cal_pos is None else f"; memorisation AUC against the calibration cells: {mem:.2f}."
     return Unlearnability(
         verdict=verdict,
         message=text,
@@ -165,4 +229,7 @@ def unlearnability(
         separable_categories=separable,
         retrain_seconds=seconds,
         overlap=ov,
+        isolation=iso,
+        memorisation_auc=mem,
+        seconds=seconds_taken,
     )
