@@ -1,0 +1,112 @@
+"""Time the pre-flight check on a benchmark run's baselines, at the benchmark's settings and at the defaults.
+
+Usage::
+
+    python benchmarks/bench_preflight.py --cache CACHE --run RUN_DIR --out OUT.csv
+
+``RUN_DIR`` is the output of a ``scforget benchmark --cache CACHE`` run; its ``config.json`` gives
+the data, designs and recipe, so the baseline of seed ``baseline_seeds[0]`` of every design is read
+back from the cache (nothing is trained). For each design the check runs twice, one after the other
+on the same machine: with its defaults (every retain cell, 5 null subsets) and with the
+benchmark's settings (:data:`scforget.benchmark._preflight.MAX_RETAIN` retain cells,
+:data:`~scforget.benchmark._preflight.N_NULL` null subsets). Each row gives the verdict, the scores
+and the wall time as a ratio to the design's median retrain time recorded by the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def main() -> None:
+    """Load the baselines and time the check."""
+    import scforget as sf
+    from scforget.benchmark import BenchmarkConfig, prepare_data
+    from scforget.benchmark._cache import ModelCache
+    from scforget.benchmark._forget_designs import parse_designs
+    from scforget.benchmark._preflight import MAX_RETAIN, N_NULL
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    meta = json.loads((args.run / "config.json").read_text())
+    cfg = BenchmarkConfig(**{**meta["config"], "cache": args.cache})
+    adata = prepare_data(cfg)
+    designs = parse_designs(
+        cfg.forget, adata, label_key=cfg.label_key, donor_key=cfg.donor_key, heldout_donors=cfg.heldout_donors
+    )
+    sf.model.SCVI.setup_anndata(adata)
+    cache = ModelCache(cfg.cache, adata)
+    recipe = {
+        "epochs": cfg.epochs,
+        "n_hidden": cfg.n_hidden,
+        "n_latent": cfg.n_latent,
+        "gene_likelihood": "nb",
+        "accelerator": cfg.accelerator,
+    }
+    rows = []
+    for design in designs:
+        split = design.split(
+            adata,
+            label_key=cfg.label_key,
+            donor_key=cfg.donor_key,
+            holdout_fraction=cfg.holdout_fraction,
+            seed=cfg.split_seed,
+            heldout_donors=cfg.heldout_donors,
+        )
+        if cfg.calibration_fraction and split.holdout.size >= 2:
+            split = split.carve_calibration(cfg.calibration_fraction, seed=cfg.split_seed)
+        sets = split.datasplitter_kwargs()["external_indexing"]
+        key = cache.key(
+            kind="baseline", train=sets[0], validation=sets[1], test=sets[2], seed=cfg.baseline_seeds[0], recipe=recipe
+        )
+        hit = cache.get(key, adata)
+        if hit is None:
+            raise SystemExit(
+                f"The baseline of {design.name} is not in the cache; run the benchmark with --cache first."
+            )
+        model = hit[0]
+        retrain_s = float(meta["timings_s"][f"{design.name}:retrain_s"])
+        for setting, kw in (("defaults", {}), ("benchmark", {"n_null": N_NULL, "max_retain": MAX_RETAIN})):
+            start = time.perf_counter()
+            check = sf.fisher.unlearnability(
+                model,
+                split.forget,
+                split.retain,
+                calibration=split.calibration if split.calibration.size >= 2 else None,
+                seed=cfg.split_seed,
+                retrain_seconds=retrain_s,
+                progress_bar=False,
+                **kw,
+            )
+            wall = time.perf_counter() - start
+            table = check.overlap.table
+            rows.append(
+                {
+                    "run": args.run.name,
+                    "design": design.name,
+                    "setting": setting,
+                    "n_forget": split.forget.size,
+                    "verdict": check.verdict,
+                    "global_relative_overlap": float(
+                        table.loc["global", "cosine"] / table.loc["global", "null_cosine"]
+                    ),
+                    "isolation": check.isolation,
+                    "memorisation_auc": check.memorisation_auc,
+                    "seconds": wall,
+                    "ratio_to_retrain": wall / retrain_s,
+                }
+            )
+            print(rows[-1], flush=True)
+    pd.DataFrame(rows).to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
