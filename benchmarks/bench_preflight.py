@@ -30,6 +30,7 @@ def main() -> None:
     from scforget.benchmark._cache import ModelCache
     from scforget.benchmark._forget_designs import parse_designs
     from scforget.benchmark._preflight import MAX_RETAIN, N_NULL
+    from scforget.benchmark._protocol import baseline_recipe, design_split
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", required=True)
@@ -44,25 +45,10 @@ def main() -> None:
     )
     sf.model.SCVI.setup_anndata(adata)
     cache = ModelCache(cfg.cache, adata)
-    recipe = {
-        "epochs": cfg.epochs,
-        "n_hidden": cfg.n_hidden,
-        "n_latent": cfg.n_latent,
-        "gene_likelihood": "nb",
-        "accelerator": cfg.accelerator,
-    }
+    recipe = baseline_recipe(cfg)
     rows = []
     for design in designs:
-        split = design.split(
-            adata,
-            label_key=cfg.label_key,
-            donor_key=cfg.donor_key,
-            holdout_fraction=cfg.holdout_fraction,
-            seed=cfg.split_seed,
-            heldout_donors=cfg.heldout_donors,
-        )
-        if cfg.calibration_fraction and split.holdout.size >= 2:
-            split = split.carve_calibration(cfg.calibration_fraction, seed=cfg.split_seed)
+        split = design_split(design, adata, cfg)
         sets = split.datasplitter_kwargs()["external_indexing"]
         key = cache.key(
             kind="baseline", train=sets[0], validation=sets[1], test=sets[2], seed=cfg.baseline_seeds[0], recipe=recipe

@@ -195,6 +195,32 @@ def _audit_columns(model, split, references: list, config: BenchmarkConfig, seed
     return out, report
 
 
+def baseline_recipe(config: BenchmarkConfig) -> dict[str, Any]:
+    """The training recipe of a run's baselines and retrains, as it enters the cache keys."""
+    return {
+        "epochs": config.epochs,
+        "n_hidden": config.n_hidden,
+        "n_latent": config.n_latent,
+        "gene_likelihood": "nb",
+        "accelerator": config.accelerator,
+    }
+
+
+def design_split(design, adata: AnnData, config: BenchmarkConfig):
+    """A design's split as the run uses it: the design's roles, then ``calibration_fraction`` of its non-members carved."""
+    split = design.split(
+        adata,
+        label_key=config.label_key,
+        donor_key=config.donor_key,
+        holdout_fraction=config.holdout_fraction,
+        seed=config.split_seed,
+        heldout_donors=config.heldout_donors,
+    )
+    if config.calibration_fraction and split.holdout.size >= 2:
+        split = split.carve_calibration(config.calibration_fraction, seed=config.split_seed)
+    return split
+
+
 def unlearner_cells(spec, split) -> dict[str, np.ndarray]:
     """Never-trained cells handed to a method: the split's calibration cells, to methods that take them.
 
@@ -279,13 +305,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     labels = adata.obs[config.label_key].astype(str).to_numpy()
     sf.model.SCVI.setup_anndata(adata)
     cache = ModelCache(config.cache, adata)
-    recipe = {
-        "epochs": config.epochs,
-        "n_hidden": config.n_hidden,
-        "n_latent": config.n_latent,
-        "gene_likelihood": "nb",
-        "accelerator": config.accelerator,
-    }
+    recipe = baseline_recipe(config)
     timings["prepare_s"] = time.perf_counter() - t0
     n_variants = sum(len(config.dp_epsilons) if m == "dpsgd" else 1 for m in methods)
     per_design = len(config.baseline_seeds) * (1 + n_variants * len(config.seeds)) + len(config.retrain_seeds)
@@ -317,16 +337,7 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
         return row
 
     for design in designs:
-        split = design.split(
-            adata,
-            label_key=config.label_key,
-            donor_key=config.donor_key,
-            holdout_fraction=config.holdout_fraction,
-            seed=config.split_seed,
-            heldout_donors=config.heldout_donors,
-        )
-        if config.calibration_fraction and split.holdout.size >= 2:
-            split = split.carve_calibration(config.calibration_fraction, seed=config.split_seed)
+        split = design_split(design, adata, config)
         bar.say(f"design {design.name}: {split!r}")
         bases = {}
         base_keys = {}

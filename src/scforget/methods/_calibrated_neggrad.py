@@ -131,13 +131,7 @@ def _runner(plan_cls: type[CalibratedNegGradPlan]):
         )
         gap = calibration_gap(model, ctx, pool)
         info = {"calibration_source": source, "n_calibration_cells": int(pool.size)}
-
-        def factory(module, **kwargs):
-            plan = plan_cls(module, **kwargs)
-            plan.calibrate(gap, info)
-            return plan
-
-        run_training_plan(factory)(model, ctx)
+        run_training_plan(plan_cls, setup=lambda plan: plan.calibrate(gap, info))(model, ctx)
 
     return run
 

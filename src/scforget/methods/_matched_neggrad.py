@@ -155,12 +155,13 @@ class MatchedNegGradPlan(UnlearningTrainingPlan):
         f_nll, f_kl, f_counts, f_z = self._signals(forget)
         c_nll, c_kl, c_counts, c_z = self._signals(self._calibration_batch())
         with torch.no_grad():
-            r_counts = torch.log(_counts(retain))
-            r_nll = LossOutput.dict_sum(r_out.reconstruction_loss) / _counts(retain)
+            counts = _counts(retain)
+            r_depth = torch.log(counts)
+            r_nll = LossOutput.dict_sum(r_out.reconstruction_loss) / counts
             r_kl = LossOutput.dict_sum(r_out.kl_local)
             nearest = torch.cdist(f_z, c_z).topk(min(self.n_neighbours, len(c_z)), largest=False).indices
             shift = torch.log(f_counts)[:, None] - torch.log(c_counts)[nearest]
-            b_nll, b_kl = _slope(r_counts, r_nll), _slope(r_counts, r_kl)
+            b_nll, b_kl = _slope(r_depth, r_nll), _slope(r_depth, r_kl)
             t_nll = (c_nll.detach()[nearest] + b_nll * shift).mean(1)
             t_kl = (c_kl.detach()[nearest] + b_kl * shift).mean(1)
         depth = f_counts.mean()
@@ -236,13 +237,7 @@ def _runner(plan_cls: type[MatchedNegGradPlan]):
         pool, source = select_nonmembers(model, ctx, params["calibration"], match=None, argument="calibration")
         tensors = next(iter(minibatches(model, pool, batch_size=pool.size, device="cpu")))
         info = {"calibration_source": source, "n_calibration_cells": int(pool.size)}
-
-        def factory(module, **kwargs):
-            plan = plan_cls(module, **kwargs)
-            plan.attach(tensors, info)
-            return plan
-
-        run_training_plan(factory)(model, ctx)
+        run_training_plan(plan_cls, setup=lambda plan: plan.attach(tensors, info))(model, ctx)
 
     return run
 

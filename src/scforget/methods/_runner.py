@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from scvi.train import TrainRunner
 
@@ -17,8 +18,12 @@ if TYPE_CHECKING:
 TRAINER_DEFAULTS = {"enable_checkpointing": False, "log_every_n_steps": 1, "enable_model_summary": False}
 
 
-def run_training_plan(plan_cls: type):
-    """A registry ``run`` function that trains ``plan_cls`` on retain/forget batches."""
+def run_training_plan(plan_cls: type, setup: Callable[[Any], None] | None = None):
+    """A registry ``run`` function that trains ``plan_cls`` on retain/forget batches.
+
+    ``setup(plan)``, if given, runs on the new plan before training (for what a method's runner
+    measured on the input model first).
+    """
 
     def run(model: BaseModelClass, ctx: UnlearnContext) -> None:
         dm = RetainForgetDataModule(
@@ -30,6 +35,8 @@ def run_training_plan(plan_cls: type):
             paired=getattr(plan_cls, "uses_forget", True),
         )
         plan = plan_cls(model.module, **ctx.params)
+        if setup is not None:
+            setup(plan)
         history = copy.deepcopy(model.history_)
         # Lightning >= 2.2 leaves modules in whatever mode they are in; the model sits in eval mode
         # after training or loading, so switch to train mode on purpose (dropout and BatchNorm on).
