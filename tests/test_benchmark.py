@@ -213,8 +213,15 @@ def test_cache_key_changes_with_the_package_code(monkeypatch, pbmc_small, tmp_pa
 def test_training_scope_of_the_code_digest():
     from scforget.benchmark._cache import _in_training_scope
 
-    inside = ["model/_scvi.py", "_core/_split.py", "data/_splits.py", "methods/_retrain.py", "benchmark/_baseline.py"]
-    outside = ["methods/_calibrated_neggrad.py", "privacy/_lira.py", "fisher/_engine.py", "benchmark/_protocol.py"]
+    inside = ["model/_scvi.py", "_core/_split.py", "data/_splits.py", "methods/_retrain.py", "methods/_checkpoint.py"]
+    inside.append("benchmark/_baseline.py")
+    outside = [
+        "methods/_calibrated_neggrad.py",
+        "methods/_rewind.py",
+        "privacy/_lira.py",
+        "fisher/_engine.py",
+        "benchmark/_protocol.py",
+    ]
     assert all(_in_training_scope(p) for p in inside)
     assert not any(_in_training_scope(p) for p in outside)
 

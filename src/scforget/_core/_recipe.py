@@ -21,7 +21,7 @@ TRAIN_KEYWORDS = (
     "check_val_every_n_epoch",
 )
 #: ``train()`` arguments that describe the recipe (everything else is data placement or logging).
-RECIPE_KEYS = ("max_epochs", "batch_size", "plan_kwargs", "load_sparse_tensor", *TRAIN_KEYWORDS)
+RECIPE_KEYS = ("max_epochs", "batch_size", "plan_kwargs", "load_sparse_tensor", "rewind_fraction", *TRAIN_KEYWORDS)
 #: scvi-tools' default minibatch size, used when a stock model records no recipe.
 DEFAULT_BATCH_SIZE = 128
 

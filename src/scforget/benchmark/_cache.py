@@ -33,6 +33,7 @@ TRAINING_KINDS = ("baseline", "retrain")
 _NOT_TRAINING = ("privacy/", "fisher/", "pl/", "benchmark/")
 _TRAINING_METHOD_MODULES = {
     "__init__.py",
+    "_checkpoint.py",  # the rewind checkpoint every scforget training records
     "_context.py",
     "_hyperparams.py",
     "_private.py",

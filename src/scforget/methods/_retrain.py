@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scforget._core import drop_last_for_batchnorm, fresh_model, recipe_train_kwargs, warn
 
+from ._checkpoint import CHECKPOINT_ATTR, rewind_checkpoint
 from ._context import UnlearnContext
 from ._hyperparams import TRAINING_PLAN_BOUNDS
 from ._private import PRIVACY_ATTR, train_private
@@ -69,6 +71,8 @@ def retrain(model: BaseModelClass, ctx: UnlearnContext, **plan_kwargs) -> None:
     model.module.load_state_dict(fresh.module.state_dict())
     model.module.eval()
     model.history_ = fresh.history_
+    # the fresh run never saw the forgotten cells, so its rewind checkpoint (if it recorded one) is clean
+    setattr(model, CHECKPOINT_ATTR, rewind_checkpoint(fresh))
     ctx.info["epochs_run"] = len(next(iter(fresh.history_.values()))) if fresh.history_ else ctx.max_epochs
     ctx.info["recipe_inferred"] = bool(recipe.get("inferred"))
 
@@ -82,6 +86,8 @@ def _train_with_recipe(fresh: BaseModelClass, ctx: UnlearnContext, recipe: dict,
     splitter = {"external_indexing": [ctx.retain.copy(), ctx.validation.copy(), rest]}
     if drop_last_for_batchnorm(ctx.retain.size, ctx.batch_size):
         splitter["drop_last"] = True
+    if "rewind_fraction" in recipe and "rewind_fraction" in inspect.signature(fresh.train).parameters:
+        train_kwargs["rewind_fraction"] = recipe["rewind_fraction"]  # as the model was trained (None: none)
     fresh.train(
         max_epochs=ctx.max_epochs,
         batch_size=ctx.batch_size,

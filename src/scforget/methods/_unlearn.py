@@ -29,6 +29,7 @@ from scforget._core import (
 )
 from scforget.data import as_positions
 
+from ._checkpoint import CHECKPOINT_ATTR, RewindCheckpoint
 from ._context import UnlearnContext
 from ._record import RECORDS_ATTR, _key_bytes, make_record, request_fields
 from ._registry import MethodSpec, default_params, get_method
@@ -213,7 +214,9 @@ def unlearn(
     one entry (method, guarantee, parameters, counts, keyed digests of the request when ``key`` is
     given, timings, versions). The forgotten cells are no longer among its ``train_indices``; they
     join its ``test_indices`` (cells not trained on), so the saved index sets do not single them out
-    as the positions in no set.
+    as the positions in no set. It carries no rewind checkpoint (``rewind_checkpoint_`` is ``None``:
+    the input model's saw the forgotten cells), except after ``retrain`` of a scforget model, whose
+    fresh run records its own.
 
     Examples
     --------
@@ -227,6 +230,11 @@ def unlearn(
     spec = get_method(method)
     _check_design(model, spec)
     params, trainer_kwargs = _route_kwargs(spec, plan_kwargs, kwargs)
+    if any(isinstance(c, RewindCheckpoint) for c in trainer_kwargs.get("callbacks") or []):
+        raise TypeError(
+            "Drop the RewindCheckpoint from `callbacks`: a checkpoint recorded while unlearning starts from weights "
+            "that saw the forgotten cells. A retrain records a fresh one by itself."
+        )
     spec.check_params(params)
     batch_size = check_int(batch_size, "batch_size", minimum=1, allow_none=True)
     max_epochs = check_int(max_epochs, "max_epochs", minimum=0, allow_none=True)
@@ -294,6 +302,10 @@ def unlearn(
         target = model if inplace else clone_model(model)
         spec.run(target, ctx)
     wall = time.perf_counter() - start
+    # a rewind checkpoint saw the forgotten cells (the input's, or one recorded during this run): never
+    # hand it on. Only an exact method's fresh run (retrain) may leave its own, made without them.
+    if spec.kind != "exact" and hasattr(target, CHECKPOINT_ATTR):
+        setattr(target, CHECKPOINT_ATTR, None)
 
     target.train_indices = np.setdiff1d(train, forget_pos)
     target.validation_indices = original["validation_indices"]

@@ -319,6 +319,7 @@ class AdapterSCVI(SCVI):
         epochs = default_max_epochs(core_train.size) if max_epochs is None else max_epochs
         with seeded(seed):
             super().train(
+                rewind_fraction=None,  # adapters are dropped, not rewound
                 max_epochs=epochs,
                 batch_size=batch_size,
                 datasplitter_kwargs={"external_indexing": [core_train, core_val, rest]},

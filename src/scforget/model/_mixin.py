@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from scforget import _compat
 from scforget._core import (
     check_bool,
+    check_number,
     checked_model_dir,
     copy_bookkeeping,
     init_kwargs,
@@ -17,6 +18,7 @@ from scforget._core import (
     training_positions,
 )
 from scforget.methods import unlearn as _unlearn
+from scforget.methods._checkpoint import CHECKPOINT_ATTR, DEFAULT_REWIND_FRACTION, RewindCheckpoint
 
 if TYPE_CHECKING:
     from typing import Self
@@ -39,8 +41,28 @@ class UnlearningMixin:
     #: The scvi-tools class this scforget class extends (set by subclasses).
     _scvi_parent: type
 
-    def train(self, *args: Any, **kwargs: Any):
-        """Train the model (see the parent class) and record the recipe in ``training_recipe_``."""
+    def train(self, *args: Any, rewind_fraction: float | None = DEFAULT_REWIND_FRACTION, **kwargs: Any):
+        """Train the model (see the parent class); record the recipe and a rewind checkpoint.
+
+        Takes every argument of the parent class's ``train``, plus:
+
+        Parameters
+        ----------
+        rewind_fraction
+            On the first training of the model, record its weights after this share of the epochs in
+            ``rewind_checkpoint_`` (see :class:`scforget.train.RewindCheckpoint`), which
+            ``unlearn(method="rewind")`` starts from; ``None`` records nothing. Training an already
+            trained model again drops the checkpoint (it no longer precedes the final weights).
+        """
+        rewind_fraction = check_number(
+            rewind_fraction,
+            "rewind_fraction",
+            minimum=0,
+            maximum=1,
+            exclusive_minimum=True,
+            exclusive_maximum=True,
+            allow_none=True,
+        )
         parent_train = super().train  # type: ignore[misc]
         bound = inspect.signature(parent_train).bind(*args, **kwargs)
         bound.apply_defaults()
@@ -50,6 +72,12 @@ class UnlearningMixin:
                 arguments.update(arguments.pop(name, {}) or {})
         if arguments.get("max_epochs") is None:
             arguments["max_epochs"] = _compat.default_max_epochs(self.adata.n_obs)  # type: ignore[attr-defined]
+        arguments["rewind_fraction"] = rewind_fraction
+        first = not getattr(self, "is_trained_", False)
+        setattr(self, CHECKPOINT_ATTR, None)
+        callbacks = list(kwargs.get("callbacks") or [])
+        if first and rewind_fraction is not None and not any(isinstance(c, RewindCheckpoint) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, RewindCheckpoint(self, rewind_fraction)]
         start = time.perf_counter()
         out = parent_train(*args, **kwargs)
         seconds = time.perf_counter() - start

@@ -18,6 +18,7 @@ from scforget._core import (
     seeded,
     split_cells,
 )
+from scforget.methods._checkpoint import CHECKPOINT_ATTR
 from scforget.methods._private import check_private_architecture, train_private
 
 from ._mixin import UnlearningMixin
@@ -207,6 +208,7 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
                 trainer_kwargs=trainer_kwargs,
             )
         self.train_indices, self.validation_indices, self.test_indices = train, val, test
+        setattr(self, CHECKPOINT_ATTR, None)  # an earlier non-private training's checkpoint has no guarantee
         arguments = {"max_epochs": epochs, "batch_size": batch_size, "plan_kwargs": plan_kwargs or {}}
         record_training_call(self, arguments, seconds=record["train_seconds"], n_train_cells=train.size)
         record_cell_order(self)

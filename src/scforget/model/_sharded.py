@@ -187,6 +187,7 @@ class ShardedSCVI:
             shard.module.train()  # a stage continues training; Lightning expects a module in train mode
             with seeded(stage_seed(fit["seed"], s, r)):
                 shard.train(
+                    rewind_fraction=None,  # a shard's stages are its own checkpoints
                     max_epochs=self.stage_epochs_[r],
                     batch_size=fit["batch_size"],
                     plan_kwargs=dict(fit["plan_kwargs"]),

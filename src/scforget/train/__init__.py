@@ -3,6 +3,7 @@
 from scforget.methods._bad_teacher import BadTeacherPlan
 from scforget.methods._base import UnlearningTrainingPlan
 from scforget.methods._calibrated_neggrad import CalibratedNegGradPlan
+from scforget.methods._checkpoint import RewindCheckpoint
 from scforget.methods._contrastive import ContrastivePlan
 from scforget.methods._datamodule import RetainForgetDataModule
 from scforget.methods._extragradient import ExtraGradientPlan
@@ -13,6 +14,7 @@ from scforget.methods._gradient_ascent import GradientAscentPlan
 from scforget.methods._matched_neggrad import MatchedNegGradPlan
 from scforget.methods._neggrad_plus import NegGradPlusPlan
 from scforget.methods._private import DPVAE, GeneDispersion, PrivateTrainingPlan
+from scforget.methods._rewind import RewindPlan
 from scforget.methods._scrub import SCRUBPlan
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "NegGradPlusPlan",
     "PrivateTrainingPlan",
     "RetainForgetDataModule",
+    "RewindCheckpoint",
+    "RewindPlan",
     "SCRUBPlan",
     "UnlearningTrainingPlan",
 ]
