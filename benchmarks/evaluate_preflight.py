@@ -12,12 +12,15 @@ approximate method lies inside the retrain band under both the primary and the b
 verdict predicts ``not reached`` when it is ``entangled`` and ``reached`` otherwise. The Markdown
 written to ``OUT.md`` holds the per-design table, the confusion table of the verdict on the
 informative designs, each score's AUC for telling reached from not reached (with as few designs
-as this, a description, not a validated rule) and the check's cost relative to one retrain.
+as this, a description, not a validated rule) and the check's cost relative to one retrain. Runs on
+the same data (``config.json``'s ``data``) and design are pooled: a design counts as reached when
+any approximate method of any of those runs reached the band.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,24 @@ import pandas as pd
 from scforget.benchmark._protocol import _markdown as markdown
 
 SCORES = ("global_relative_overlap", "max_relative_overlap", "isolation", "memorisation_auc")
+
+
+def dataset(run: Path) -> str:
+    """The data a run used: the file's name, or ``pbmc3k`` for the bundled data."""
+    data = json.loads((run / "config.json").read_text())["config"].get("data")
+    return "pbmc3k" if data is None else Path(data).stem
+
+
+def pooled(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (data, design): the first run's pre-flight columns, outcomes over every run."""
+
+    def methods(values: pd.Series) -> str:
+        names = sorted({m for v in values for m in v.split(", ") if m != "-"})
+        return ", ".join(names) or "-"
+
+    agg = {c: "first" for c in table.columns if c not in ("data", "design")}
+    agg.update({"run": lambda v: " + ".join(v), "reached": "any", "target": "any", "best_methods": methods})
+    return table.groupby(["data", "design"], sort=False, as_index=False).agg(agg)
 
 
 def outcomes(run: Path) -> pd.DataFrame:
@@ -43,6 +64,7 @@ def outcomes(run: Path) -> pd.DataFrame:
         rows.append(
             {
                 "run": run.name,
+                "data": dataset(run),
                 "design": design,
                 **pre.loc[design].to_dict(),
                 "informative": informative,
@@ -70,7 +92,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args()
-    table = pd.concat([outcomes(r) for r in args.runs], ignore_index=True)
+    table = pooled(pd.concat([outcomes(r) for r in args.runs], ignore_index=True))
     inf = table[table["informative"]]
     predicted = inf["verdict"] != "entangled"
     confusion = pd.crosstab(
@@ -81,7 +103,7 @@ def main() -> None:
         {"score": list(SCORES), "AUC (higher score = reached)": [score_auc(inf[s], inf["reached"]) for s in SCORES]}
     )
     cost = table["preflight_ratio_to_retrain"]
-    cols = ["run", "design", "verdict", *SCORES, "informative", "reached", "best_methods", "target"]
+    cols = ["data", "design", "run", "verdict", *SCORES, "informative", "reached", "best_methods", "target"]
     lines = [
         "Per design (pre-flight on the first baseline, before any unlearning):",
         "",

@@ -34,7 +34,7 @@ def assert_untouched(model, adata, snap):
     assert model.history_.keys() == snap["history"].keys()
 
 
-@pytest.mark.parametrize("method", ["finetune", "retrain"])
+@pytest.mark.parametrize("method", ["finetune", "retrain", "rewind"])
 def test_unlearn_returns_new_model_and_leaves_input(trained_scvi, pbmc_small, dc_split, snapshot_of, method):
     new = trained_scvi.unlearn(dc_split.forget, method=method, seed=0, max_epochs=2, **QUIET)
     assert new is not trained_scvi
@@ -183,12 +183,13 @@ def test_retrain_of_stock_model_warns_recipe_inferred(pbmc_small, dc_split):
     assert new.unlearning_records_[-1]["max_epochs"] == 2
 
 
-def test_finetune_never_shows_forget_cells_to_train_mode_batchnorm(trained_scvi, dc_split):
-    """No train-mode BatchNorm forward of finetune's student holds a forget cell; the watch itself can see one."""
+@pytest.mark.parametrize("method", ["finetune", "rewind"])
+def test_finetune_never_shows_forget_cells_to_train_mode_batchnorm(trained_scvi, dc_split, method):
+    """No train-mode BatchNorm forward of the fine-tune holds a forget cell; the watch itself can see one."""
     import torch
 
     with watch_batchnorm(trained_scvi, dc_split.forget) as watches:
-        trained_scvi.unlearn(dc_split.forget, max_epochs=1, seed=3, **QUIET)
+        trained_scvi.unlearn(dc_split.forget, method=method, max_epochs=1, seed=3, **QUIET)
     (watch,) = watches
     assert watch.train_calls > 0 and watch.violations == 0
     # positive control: a train-mode forward on forget cells is flagged by the same watch

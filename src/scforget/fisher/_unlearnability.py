@@ -90,7 +90,7 @@ def unlearnability(
     random retain subset of the same size vs the other retain cells) as ``relative_overlap =
     cosine / null_cosine``:
 
-    - every main category at or above ``entangled_above``: **entangled**, approximate methods are
+    - every main category at or above ``entangled_above``: **entangled**, parameter-space edits are
       unlikely to match retraining (its cost is estimated from the model's recorded training time);
     - some categories below ``separable_below`` (e.g. CondSCVI's label-specific columns):
       **partly separable**, an edit restricted to those categories may help;
@@ -106,6 +106,11 @@ def unlearnability(
     no approximate method matched retraining. The thresholds are judgement calls, not calibrated
     error rates; read :attr:`Unlearnability.evidence` and confirm with an audit
     (:func:`scforget.audit`) of the unlearned model.
+
+    The verdict does not predict training-based methods: on the benchmarks page's designs (pbmc3k
+    cell types, scattered sets, pseudo-donors; mouse-brain clusters) it is ``entangled`` everywhere,
+    while ``rewind`` (and on some designs NegGrad+ or the calibrated ascent) reached the retrain band
+    on nearly all of them.
 
     Parameters
     ----------
@@ -209,7 +214,7 @@ def unlearnability(
         verdict = "partly separable"
         text = (
             f"Only {', '.join(separable)} separate the forget cells from the retain cells; elsewhere their Fisher "
-            "information overlaps. Edits restricted to those parameters may help, but approximate methods are "
+            "information overlaps. Edits restricted to those parameters may help, but parameter-space edits are "
             f"unlikely to match retraining in general; {eta}."
         )
     else:
@@ -217,8 +222,9 @@ def unlearnability(
         text = (
             f"The forget cells share Fisher information with the retain cells ({len(entangled)} of {len(main)} "
             f"categories at >= {entangled_above:g} of the random-subset level; global cosine "
-            f"{t.loc['global', 'cosine']:.2f} vs null {t.loc['global', 'null_cosine']:.2f}): approximate "
-            f"methods are unlikely to match retraining; {eta}."
+            f"{t.loc['global', 'cosine']:.2f} vs null {t.loc['global', 'null_cosine']:.2f}): parameter-space "
+            "edits (ssd, fisher_forgetting, relative_fisher) are unlikely to match retraining. This says nothing "
+            f"about training-based methods such as rewind (benchmarks page); {eta}."
         )
     text += f" Latent isolation of the forget cells: {iso:.2f} (0: mixed in, 1: a group apart)"
     text += "." if cal_pos is None else f"; memorisation AUC against the calibration cells: {mem:.2f}."
