@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 OUT    ?= benchmark_out
 
-.PHONY: install demo test lint format docs bench reproduce clean
+.PHONY: install demo test lint format docs tutorials bench reproduce clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ $(VENV)/.docs: $(VENV)/.installed
 # Offline build: intersphinx is switched off by SCFORGET_OFFLINE_DOCS so that -W holds.
 docs: $(VENV)/.docs
 	SCFORGET_OFFLINE_DOCS=1 $(BIN)/sphinx-build -M html docs docs/_build -W --keep-going
+
+# Re-execute the tutorials in place (their stored outputs are what the docs show; a few minutes on
+# 2 CPU cores, so CI does not run this: run it whenever the API a tutorial uses changes).
+tutorials: $(VENV)/.docs
+	cd tutorials && for nb in *.ipynb; do ../$(BIN)/jupyter execute --inplace --timeout=1200 $$nb || exit 1; done
 
 # The benchmark scripts in benchmarks/ (quick settings; see each script's --help for the full run).
 # The protocol's quick run is committed in benchmarks/results/quick and rendered as docs/benchmark_run.md.
