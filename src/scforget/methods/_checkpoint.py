@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import Callback
@@ -16,6 +15,13 @@ if TYPE_CHECKING:
 CHECKPOINT_ATTR = "rewind_checkpoint_"
 #: Share of the training epochs after which scforget's models record their rewind checkpoint.
 DEFAULT_REWIND_FRACTION = 0.05
+
+
+def check_fraction(value: Any, argument: str, *, allow_none: bool = False) -> float | None:
+    """``value`` as a share of the epochs strictly between 0 and 1 (``None`` if allowed)."""
+    return check_number(
+        value, argument, minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True, allow_none=allow_none
+    )
 
 
 class RewindCheckpoint(Callback):
@@ -47,9 +53,7 @@ class RewindCheckpoint(Callback):
     def __init__(self, model: BaseModelClass, fraction: float = DEFAULT_REWIND_FRACTION):
         super().__init__()
         self.model = model
-        self.fraction = check_number(
-            fraction, "fraction", minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True
-        )
+        self.fraction = check_fraction(fraction, "fraction")
         self.epoch: int | None = None
         self.state: dict[str, Any] | None = None
         self.kl_weight: float | None = None
@@ -84,7 +88,6 @@ class RewindCheckpoint(Callback):
                 "epoch": int(self.epoch),
                 "epochs_run": epochs_run,
                 "kl_weight": self.kl_weight,
-                "run_id": uuid.uuid4().hex,
                 "state_dict": self.state,
             }
             setattr(self.model, CHECKPOINT_ATTR, checkpoint)

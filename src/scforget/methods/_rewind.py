@@ -32,9 +32,9 @@ class RewindPlan(FinetunePlan):
     of training, see :class:`~scforget.train.RewindCheckpoint`), then this plan trains on the retain
     cells only. Little of what the model memorised about single cells is in so early a state
     (memorisation grows with training epochs), and fine-tuning on the retain cells restores the
-    utility; the forget cells are never shown again. The KL weight is held at the value the original training ended with, so the
-    fine-tune optimises the objective the model was trained for (scvi-tools' KL warm-up would
-    otherwise leave it where it was at the checkpoint).
+    utility; the forget cells are never shown again. The KL weight is held at the value the
+    original training ended with, so the fine-tune optimises the objective the model was trained
+    for (scvi-tools' KL warm-up would otherwise leave it where it was at the checkpoint).
 
     Parameters
     ----------

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from scforget import _compat
 from scforget._core import (
     check_bool,
-    check_number,
     checked_model_dir,
     copy_bookkeeping,
     init_kwargs,
@@ -18,7 +17,12 @@ from scforget._core import (
     training_positions,
 )
 from scforget.methods import unlearn as _unlearn
-from scforget.methods._checkpoint import CHECKPOINT_ATTR, DEFAULT_REWIND_FRACTION, RewindCheckpoint
+from scforget.methods._checkpoint import (
+    CHECKPOINT_ATTR,
+    DEFAULT_REWIND_FRACTION,
+    RewindCheckpoint,
+    check_fraction,
+)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -54,15 +58,7 @@ class UnlearningMixin:
             ``unlearn(method="rewind")`` starts from; ``None`` records nothing. Training an already
             trained model again drops the checkpoint (it no longer precedes the final weights).
         """
-        rewind_fraction = check_number(
-            rewind_fraction,
-            "rewind_fraction",
-            minimum=0,
-            maximum=1,
-            exclusive_minimum=True,
-            exclusive_maximum=True,
-            allow_none=True,
-        )
+        rewind_fraction = check_fraction(rewind_fraction, "rewind_fraction", allow_none=True)
         parent_train = super().train  # type: ignore[misc]
         bound = inspect.signature(parent_train).bind(*args, **kwargs)
         bound.apply_defaults()
