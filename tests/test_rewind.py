@@ -13,7 +13,7 @@ from scforget.methods._checkpoint import CHECKPOINT_ATTR, RewindCheckpoint
 
 from .conftest import mean_nll, same_state, same_tensors, state_snapshot
 
-EPOCHS = 20  # the checkpoint lands after round(0.05 * 20) = 1 epoch; with fraction 0.1, after 2
+EPOCHS = 20  # the checkpoint lands after round(0.03 * 20) = 1 epoch; with fraction 0.1, after 2
 
 
 def _train(adata, split, *, cls=sf.model.SCVI, seed=0, epochs=EPOCHS, **train_kwargs):
@@ -174,7 +174,7 @@ def test_no_checkpoint_at_the_last_epoch_and_the_users_callback_wins(_pbmc_small
     mine = sf.model.SCVI(adata, n_hidden=32, n_latent=5)
     cb = RewindCheckpoint(mine, fraction=0.5)
     mine.train(max_epochs=4, accelerator="cpu", enable_progress_bar=False, callbacks=[cb])
-    assert mine.rewind_checkpoint_["epoch"] == 2  # the user's fraction, not the default 5%
+    assert mine.rewind_checkpoint_["epoch"] == 2  # the user's fraction, not the default 3%
 
 
 def test_dp_training_drops_an_earlier_checkpoint(_pbmc_small_master):

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 #: Model attribute holding the rewind checkpoint (saved with the model; dropped by every unlearning).
 CHECKPOINT_ATTR = "rewind_checkpoint_"
 #: Share of the training epochs after which scforget's models record their rewind checkpoint.
-DEFAULT_REWIND_FRACTION = 0.05
+DEFAULT_REWIND_FRACTION = 0.03
 
 
 def check_fraction(value: Any, argument: str, *, allow_none: bool = False) -> float | None:

@@ -141,7 +141,7 @@ register(
     runner=_runner,
     check=_check,
     default_epochs=lambda e: max(1, round(REWIND_EPOCH_SHARE * e)),
-    description="Restore the checkpoint recorded after 5% of training, then fine-tune on retain cells "
+    description="Restore the checkpoint recorded after 3% of training, then fine-tune on retain cells "
     "(default: 15% of training epochs; needs a model trained by scforget or with RewindCheckpoint).",
     reference="Mu2024; Bourtoule2021",
 )
