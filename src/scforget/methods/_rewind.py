@@ -10,7 +10,7 @@ import torch
 
 from scforget._core import warn
 
-from ._checkpoint import rewind_checkpoint
+from ._checkpoint import DEFAULT_REWIND_FRACTION, rewind_checkpoint
 from ._context import UnlearnContext
 from ._finetune import FinetunePlan
 from ._hyperparams import NonNegativeFloat, PositiveFloat
@@ -141,7 +141,8 @@ register(
     runner=_runner,
     check=_check,
     default_epochs=lambda e: max(1, round(REWIND_EPOCH_SHARE * e)),
-    description="Restore the checkpoint recorded after 3% of training, then fine-tune on retain cells "
-    "(default: 15% of training epochs; needs a model trained by scforget or with RewindCheckpoint).",
+    description=f"Restore the checkpoint recorded after {DEFAULT_REWIND_FRACTION:.0%} of training, then fine-tune "
+    f"on retain cells (default: {REWIND_EPOCH_SHARE:.0%} of training epochs; needs a model trained by scforget "
+    "or with RewindCheckpoint).",
     reference="Mu2024; Bourtoule2021",
 )
