@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/evaluate_preflight.py OUT.md RUN_DIR [RUN_DIR ...]
+    python benchmarks/evaluate_preflight.py OUT.md RUN_DIR [RUN_DIR ...] [--methods NAME ...]
 
 Each ``RUN_DIR`` is a ``scforget benchmark --preflight`` output (``summary.csv`` and
 ``preflight.csv``). Per design, the outcome is read off the summary: ``reached`` when at least one
@@ -14,7 +14,8 @@ written to ``OUT.md`` holds the per-design table, the confusion table of the ver
 informative designs, each score's AUC for telling reached from not reached (with as few designs
 as this, a description, not a validated rule) and the check's cost relative to one retrain. Runs on
 the same data (``config.json``'s ``data``) and design are pooled: a design counts as reached when
-any approximate method of any of those runs reached the band.
+any approximate method of any of those runs reached the band. ``--methods`` restricts the
+outcome to those methods (e.g. the parameter-space edits the verdict speaks for).
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def pooled(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["data", "design"], sort=False, as_index=False).agg(agg)
 
 
-def outcomes(run: Path) -> pd.DataFrame:
-    """One row per design: pre-flight columns and what the approximate methods achieved."""
+def outcomes(run: Path, methods: list[str] | None = None) -> pd.DataFrame:
+    """One row per design: pre-flight columns and what the approximate methods (or ``methods``) achieved."""
     summary = pd.read_csv(run / "summary.csv", index_col=[0, 1])
     pre = pd.read_csv(run / "preflight.csv", index_col=0)
     rows = []
     for design, sub in summary.groupby(level=0, sort=False):
         sub = sub.droplevel(0)
         approx = sub[sub["guarantee"] == "approximate"]
+        if methods is not None:
+            approx = approx[approx.index.isin(methods)]
         informative = bool(sub["informative"].dropna().iloc[0]) if sub["informative"].notna().any() else False
         privacy = approx["in_band"].fillna(False).astype(bool) & approx["best_in_band"].fillna(False).astype(bool)
         met = approx["meets_target"].eq("yes")
@@ -91,8 +94,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--methods", nargs="+", default=None, help="count only these approximate methods")
     args = parser.parse_args()
-    table = pooled(pd.concat([outcomes(r) for r in args.runs], ignore_index=True))
+    table = pooled(pd.concat([outcomes(r, args.methods) for r in args.runs], ignore_index=True))
     inf = table[table["informative"]]
     predicted = inf["verdict"] != "entangled"
     confusion = pd.crosstab(
@@ -104,8 +108,9 @@ def main() -> None:
     )
     cost = table["preflight_ratio_to_retrain"]
     cols = ["data", "design", "run", "verdict", *SCORES, "informative", "reached", "best_methods", "target"]
+    scope = "" if args.methods is None else f"Outcomes of {', '.join(args.methods)} only.\n\n"
     lines = [
-        "Per design (pre-flight on the first baseline, before any unlearning):",
+        scope + "Per design (pre-flight on the first baseline, before any unlearning):",
         "",
         markdown(table[cols]),
         "",

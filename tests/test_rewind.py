@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scvi
 import torch
+from lightning.pytorch.callbacks import Callback
 
 import scforget as sf
 from scforget._core import clone_model
@@ -82,6 +83,33 @@ def test_rewind_is_a_fine_tune_from_the_checkpoint_at_the_recorded_kl_weight(set
     assert rec["method"] == "rewind" and rec["rewound_to_epoch"] == 2 and rec["training_epochs"] == EPOCHS
     assert rec["kl_weight"] == pytest.approx(kl)
     assert rec["epochs_run"] == 2 and len(rec["history"]["retain_loss"]) == 2
+
+
+class _LearningRates(Callback):
+    """The main optimiser's learning rate at the start of every training step."""
+
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_annealed_rewind_decays_the_learning_rate_on_a_cosine_to_zero(setup):
+    model, split = setup
+    annealed, constant = _LearningRates(), _LearningRates()
+    kw = {"seed": 2, "max_epochs": 3, "enable_progress_bar": False}
+    new = model.unlearn(split.forget, method="rewind", anneal_lr=True, callbacks=[annealed], **kw)
+    plain = model.unlearn(split.forget, method="rewind", callbacks=[constant], **kw)
+    n = len(annealed.lrs)
+    assert n == len(constant.lrs) > 3
+    # step t of n runs at lr * (1 + cos(pi t / n)) / 2: the full rate first, nearly 0 at the last step
+    expected = 3e-3 * (1 + np.cos(np.pi * np.arange(n) / n)) / 2
+    np.testing.assert_allclose(annealed.lrs, expected, rtol=1e-5, atol=1e-12)
+    assert constant.lrs == [3e-3] * n
+    assert not same_tensors(new.module.state_dict(), plain.module.state_dict())
+    assert new.unlearning_records_[-1]["lr_schedule"].startswith("cosine")
+    assert plain.unlearning_records_[-1]["lr_schedule"] == "constant"
 
 
 def test_user_kl_weight_wins(setup):
@@ -289,3 +317,7 @@ def test_rewind_hyperparameters_checked(setup):
         model.unlearn(split.forget, method="rewind", max_kl_weight="high")
     with pytest.raises(TypeError, match="Did you mean 'max_kl_weight'"):
         model.unlearn(split.forget, method="rewind", max_kl_wieght=0.5)
+    with pytest.raises(TypeError, match="anneal_lr"):
+        model.unlearn(split.forget, method="rewind", anneal_lr=1)
+    with pytest.raises(ValueError, match="reduce_lr_on_plateau"):
+        model.unlearn(split.forget, method="rewind", anneal_lr=True, reduce_lr_on_plateau=True)

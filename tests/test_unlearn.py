@@ -34,7 +34,7 @@ def assert_untouched(model, adata, snap):
     assert model.history_.keys() == snap["history"].keys()
 
 
-@pytest.mark.parametrize("method", ["finetune", "retrain", "rewind"])
+@pytest.mark.parametrize("method", ["finetune", "retrain", "rewind", "short_retrain"])
 def test_unlearn_returns_new_model_and_leaves_input(trained_scvi, pbmc_small, dc_split, snapshot_of, method):
     new = trained_scvi.unlearn(dc_split.forget, method=method, seed=0, max_epochs=2, **QUIET)
     assert new is not trained_scvi
@@ -183,7 +183,7 @@ def test_retrain_of_stock_model_warns_recipe_inferred(pbmc_small, dc_split):
     assert new.unlearning_records_[-1]["max_epochs"] == 2
 
 
-@pytest.mark.parametrize("method", ["finetune", "rewind"])
+@pytest.mark.parametrize("method", ["finetune", "rewind", "short_retrain"])
 def test_finetune_never_shows_forget_cells_to_train_mode_batchnorm(trained_scvi, dc_split, method):
     """No train-mode BatchNorm forward of the fine-tune holds a forget cell; the watch itself can see one."""
     import torch

@@ -21,6 +21,7 @@ from . import _neggrad_plus  # isort: skip
 from . import _calibrated_neggrad  # isort: skip
 from . import _matched_neggrad  # isort: skip
 from . import _rewind  # isort: skip
+from . import _short_retrain  # isort: skip
 from . import _scrub  # isort: skip
 from . import _contrastive  # isort: skip
 from . import _bad_teacher  # isort: skip

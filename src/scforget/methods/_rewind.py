@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
 REWIND_EPOCH_SHARE = 0.15
 
 
+SCHEDULE_CONFLICT = (
+    "`anneal_lr=True` and `reduce_lr_on_plateau=True` both schedule the learning rate; pass "
+    "anneal_lr=False to use the plateau scheduler, or drop reduce_lr_on_plateau."
+)
+
+
 class RewindPlan(FinetunePlan):
     """Fine-tuning on retain cells from a checkpoint recorded early in training.
 
@@ -45,6 +52,11 @@ class RewindPlan(FinetunePlan):
         recover the rest of training).
     max_kl_weight
         KL weight of the fine-tune; ``None`` uses the one recorded with the checkpoint (1.0 if none).
+    anneal_lr
+        Decay the learning rate from ``lr`` to 0 over the fine-tune's steps on a cosine
+        (:class:`torch.optim.lr_scheduler.CosineAnnealingLR`), so the fine-tune ends at a settled
+        point rather than wherever a step at the full rate left it. Cannot be combined with
+        ``reduce_lr_on_plateau``.
     **kwargs
         See :class:`~scforget.train.UnlearningTrainingPlan`.
 
@@ -62,9 +74,36 @@ class RewindPlan(FinetunePlan):
         *,
         lr: PositiveFloat = 3e-3,
         max_kl_weight: NonNegativeFloat | None = None,
+        anneal_lr: bool = False,
         **kwargs,
     ):
+        if anneal_lr and kwargs.get("reduce_lr_on_plateau"):
+            raise ValueError(
+                "`anneal_lr=True` and `reduce_lr_on_plateau=True` both schedule the learning rate; pass one of them."
+            )
         super().__init__(module, lr=lr, max_kl_weight=1.0 if max_kl_weight is None else max_kl_weight, **kwargs)
+        self.anneal_lr = bool(anneal_lr)
+
+    def configure_optimizers(self):
+        """scvi-tools' optimiser; with ``anneal_lr`` a cosine decay to 0 over the steps, stepped per batch."""
+        config = super().configure_optimizers()
+        if not self.anneal_lr:
+            return config
+        optimizer = config["optimizer"] if isinstance(config, dict) else config
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def run_info(self) -> dict[str, Any]:
+        """The learning-rate schedule, for the unlearning record."""
+        return {"lr_schedule": "cosine to 0 over the steps" if self.anneal_lr else "constant"}
+
+
+def check_schedule(plan_cls: type[RewindPlan], params: Mapping[str, Any]) -> None:
+    """Refuse ``anneal_lr`` (given or the plan's default) together with ``reduce_lr_on_plateau``."""
+    anneal = params.get("anneal_lr", inspect.signature(plan_cls).parameters["anneal_lr"].default)
+    if anneal and params.get("reduce_lr_on_plateau"):
+        raise ValueError(SCHEDULE_CONFLICT)
 
 
 #: A checkpoint later than this share of the epochs actually run is not an early state (early stopping).
@@ -107,6 +146,7 @@ def _check(model: BaseModelClass, params: Mapping[str, Any], forget: np.ndarray)
             "The model's rewind checkpoint does not match its module (other parameter names or shapes); "
             "it was not recorded for this model. Set model.rewind_checkpoint_ = None and use another method."
         )
+    check_schedule(RewindPlan, params)
     kl_used = params.get("max_kl_weight")
     kl_used = _recorded_kl(ckpt) if kl_used is None else float(kl_used)
     if params.get("min_kl_weight") is not None and float(params["min_kl_weight"]) > kl_used:

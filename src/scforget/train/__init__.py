@@ -16,6 +16,7 @@ from scforget.methods._neggrad_plus import NegGradPlusPlan
 from scforget.methods._private import DPVAE, GeneDispersion, PrivateTrainingPlan
 from scforget.methods._rewind import RewindPlan
 from scforget.methods._scrub import SCRUBPlan
+from scforget.methods._short_retrain import ShortRetrainPlan
 
 __all__ = [
     "BadTeacherPlan",
@@ -35,5 +36,6 @@ __all__ = [
     "RewindCheckpoint",
     "RewindPlan",
     "SCRUBPlan",
+    "ShortRetrainPlan",
     "UnlearningTrainingPlan",
 ]
