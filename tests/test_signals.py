@@ -100,3 +100,36 @@ def test_signals_errors(pbmc_small, trained_scvi):
     with pytest.raises(ValueError, match="out of range"):
         signals(trained_scvi, [10**6])
     assert torch.is_inference_mode_enabled() is False
+
+
+def _brute_force_knn(query, query_pos, ref, ref_pos, k):
+    """Independent reference: full distance matrix in float64, own position excluded."""
+    d = np.sqrt(((query[:, None, :] - ref[None, :, :]) ** 2).sum(-1))
+    d[query_pos[:, None] == ref_pos[None, :]] = np.inf
+    return np.sort(d, axis=1)[:, :k].mean(1)
+
+
+def test_approximate_knn_matches_the_exact_search_and_excludes_self():
+    from scforget.privacy._signals import knn_distance
+
+    rng = np.random.default_rng(0)
+    # clustered 10-d latents, like a VAE's: 3,000 reference cells, 400 queries, half of them reference cells
+    centres = rng.normal(scale=4.0, size=(12, 10))
+    ref = centres[rng.integers(0, 12, 3000)] + rng.normal(size=(3000, 10))
+    ref_pos = np.arange(3000) * 2  # positions need not be contiguous
+    own = rng.choice(3000, 200, replace=False)
+    query = np.vstack([ref[own], centres[rng.integers(0, 12, 200)] + rng.normal(size=(200, 10))])
+    query_pos = np.concatenate([ref_pos[own], np.arange(200) * 2 + 1])  # odd positions: not in the reference
+    expected = _brute_force_knn(query, query_pos, ref, ref_pos, 10)
+    exact = knn_distance(query, query_pos, ref, ref_pos, 10)
+    approx = knn_distance(query, query_pos, ref, ref_pos, 10, exact_max=1000, seed=0)
+    np.testing.assert_allclose(exact, expected, rtol=1e-5)
+    # NN-descent is approximate: nearly every query gets its exact neighbours, none is far off
+    close = np.isclose(approx, expected, rtol=1e-5)
+    assert close.mean() >= 0.98
+    assert np.all(approx >= expected * (1 - 1e-5)) and np.all(approx <= expected * 1.05)
+    # a cell's own row is never its neighbour: with itself included its distance would be smaller
+    with_self = np.sort(np.sqrt(((query[:200, None] - ref[None]) ** 2).sum(-1)), axis=1)[:, :10].mean(1)
+    assert np.all(approx[:200] > with_self)
+    # seeded: the same search twice gives the same answer
+    np.testing.assert_array_equal(approx, knn_distance(query, query_pos, ref, ref_pos, 10, exact_max=1000, seed=0))

@@ -422,7 +422,7 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
     labels = np.isin(cand, mem).astype(np.int64)
     ref_pos = np.setdiff1d(d.knn_reference, cand)
     raw = compute_raw(model, cand, batch_size=d.batch_size, seed=seed, progress_bar=d.progress_bar)
-    sig = assemble(model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=d.batch_size)
+    sig = assemble(model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=d.batch_size, seed=seed)
     info["timings"]["signals_s"] = time.perf_counter() - t0
 
     scores: dict[str, np.ndarray] = {}

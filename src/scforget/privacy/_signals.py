@@ -113,16 +113,37 @@ def compute_raw(
     return result
 
 
-def knn_distance(query: np.ndarray, query_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray, k: int) -> np.ndarray:
+#: Reference sets larger than this use approximate nearest neighbours (:func:`knn_distance`).
+EXACT_KNN_MAX = 50_000
+
+
+def knn_distance(
+    query: np.ndarray,
+    query_pos: np.ndarray,
+    ref: np.ndarray,
+    ref_pos: np.ndarray,
+    k: int,
+    *,
+    exact_max: int = EXACT_KNN_MAX,
+    seed: int = 0,
+) -> np.ndarray:
     """Mean Euclidean distance from each query row to its ``k`` nearest reference rows, itself excluded.
 
-    Exact brute-force search in blocks (latent spaces are low-dimensional, so this is faster than
-    a tree); a reference row at the query's own position is never its neighbour.
+    Up to ``exact_max`` reference rows the search is exact, brute force in blocks (latent spaces are
+    low-dimensional, so this beats a tree there). Beyond, its cost grows with queries x references
+    (10^12 distances for an atlas of a million cells audited against itself), so the neighbours
+    come from pynndescent's NN-descent graph (:class:`pynndescent.NNDescent`, seeded by ``seed``): an
+    existing, well-tested approximate search, already installed with scanpy, whose cost grows about
+    linearly with the number of cells and whose recall at these dimensions is near 1 (checked against
+    the exact search in the tests). Either way a reference row at the query's own position is never
+    its neighbour.
     """
     n_q = query.shape[0]
     if ref.shape[0] == 0 or k < 1:
         return np.full(n_q, np.nan)
     n_fetch = min(k + 1, ref.shape[0])
+    if ref.shape[0] > exact_max:
+        return _approximate_knn_distance(query, query_pos, ref, ref_pos, k, n_fetch, seed)
     ref_t = torch.as_tensor(ref, dtype=torch.float32)
     ref_pos_t = torch.as_tensor(ref_pos, dtype=torch.int64)
     out = np.empty(n_q)
@@ -133,11 +154,29 @@ def knn_distance(query: np.ndarray, query_pos: np.ndarray, ref: np.ndarray, ref_
         dist, idx = torch.topk(dist, n_fetch, dim=1, largest=False, sorted=True)
         own = torch.as_tensor(query_pos[start : start + block], dtype=torch.int64)[:, None]
         dist = torch.where(ref_pos_t[idx] == own, torch.inf, dist)
-        dist = torch.sort(dist, dim=1).values[:, : min(k, n_fetch)]
-        finite = torch.isfinite(dist)
-        total = torch.where(finite, dist, torch.zeros_like(dist)).sum(1)
-        out[start : start + block] = (total / finite.sum(1).clamp(min=1)).double().numpy()
+        out[start : start + block] = _mean_of_k(dist.double().numpy(), k)
     return out
+
+
+def _mean_of_k(dist: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the ``k`` smallest finite entries per row (an excluded self is ``inf``)."""
+    dist = np.sort(dist, axis=1)[:, :k]
+    finite = np.isfinite(dist)
+    return np.where(finite, dist, 0.0).sum(1) / np.maximum(finite.sum(1), 1)
+
+
+def _approximate_knn_distance(
+    query: np.ndarray, query_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray, k: int, n_fetch: int, seed: int
+) -> np.ndarray:
+    from pynndescent import NNDescent
+
+    # a graph of 30 neighbours and a wider search (epsilon 0.3, pynndescent's default 0.1) found the
+    # exact 10 nearest for every query of clustered 10-d latents in the tests, at about 0.1 s per 3,000
+    index = NNDescent(np.asarray(ref, dtype=np.float32), n_neighbors=max(30, n_fetch), random_state=int(seed))
+    idx, dist = index.query(np.asarray(query, dtype=np.float32), k=n_fetch, epsilon=0.3)
+    dist = dist.astype(np.float64)
+    dist[np.asarray(ref_pos)[idx] == np.asarray(query_pos)[:, None]] = np.inf
+    return _mean_of_k(dist, k)
 
 
 def signals(
@@ -231,7 +270,7 @@ def signals(
         seed=seed,
         progress_bar=progress_bar,
     )
-    return assemble(model, pos, raw, ref_pos, k=k, include_latent=include_latent, batch_size=batch_size)
+    return assemble(model, pos, raw, ref_pos, k=k, include_latent=include_latent, batch_size=batch_size, seed=seed)
 
 
 def reference_means(
@@ -257,8 +296,9 @@ def assemble(
     k: int,
     include_latent: bool,
     batch_size: int,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Turn raw arrays into the signal table (adds the kNN distance)."""
+    """Turn raw arrays into the signal table (adds the kNN distance; ``seed`` for its approximate search)."""
     ref_means = reference_means(model, pos, raw, ref_pos, batch_size)
     data = {
         "recon_ll": raw["recon_ll"],
@@ -271,7 +311,7 @@ def assemble(
         data["marginal_ll"] = raw["marginal_ll"]
     data["qz_mean_norm"] = np.linalg.norm(raw["mean"], axis=1)
     data["qz_var_norm"] = np.linalg.norm(raw["var"], axis=1)
-    data["knn_distance"] = knn_distance(raw["mean"], pos, ref_means, np.asarray(ref_pos), k)
+    data["knn_distance"] = knn_distance(raw["mean"], pos, ref_means, np.asarray(ref_pos), k, seed=seed)
     df = pd.DataFrame(data, index=model.adata.obs_names[pos].copy())
     if include_latent:
         d = raw["mean"].shape[1]
