@@ -78,9 +78,7 @@ class RewindPlan(FinetunePlan):
         **kwargs,
     ):
         if anneal_lr and kwargs.get("reduce_lr_on_plateau"):
-            raise ValueError(
-                "`anneal_lr=True` and `reduce_lr_on_plateau=True` both schedule the learning rate; pass one of them."
-            )
+            raise ValueError(SCHEDULE_CONFLICT)
         super().__init__(module, lr=lr, max_kl_weight=1.0 if max_kl_weight is None else max_kl_weight, **kwargs)
         self.anneal_lr = bool(anneal_lr)
 
