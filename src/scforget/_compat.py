@@ -182,3 +182,10 @@ def unminified(model: BaseModelClass, adata) -> Iterator[BaseModelClass]:
             yield full
         finally:
             type(model)._per_instance_manager_store.pop(full.id, None)
+
+
+def uses_distributed_sampler(strategy) -> bool:
+    """Whether a Lightning ``strategy`` needs distributed samplers (scvi-tools' own rule: any DDP flavour)."""
+    from scvi.model._utils import use_distributed_sampler
+
+    return bool(use_distributed_sampler(strategy))

@@ -7,6 +7,7 @@ cloning and training recipes, minibatch helpers and quiet training.
 
 from ._checks import AUDIT_CLASSES, FISHER_CLASSES, UNLEARN_CLASSES, check_counts, check_model
 from ._clone import clone_model, copy_bookkeeping, fresh_model, init_kwargs
+from ._distributed import ddp_strategy, with_ddp_strategy
 from ._docs import doc_params
 from ._forward import (
     decode,
@@ -47,6 +48,8 @@ from ._versions import package_versions
 from ._warn import warn
 
 __all__ = [
+    "ddp_strategy",
+    "with_ddp_strategy",
     "AUDIT_CLASSES",
     "BATCHNORM",
     "CELL_ORDER_ATTR",

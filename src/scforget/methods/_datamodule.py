@@ -39,6 +39,13 @@ class RetainForgetDataModule(LightningDataModule):
         Forget minibatch size; defaults to ``min(batch_size, len(forget))``.
     paired
         Whether to pair every retain batch with a forget batch.
+    distributed_sampler
+        Whether each process of a distributed run (Lightning DDP) draws its own disjoint share of
+        every loader through scvi-tools' ``BatchDistributedSampler``. ``batch_size`` and
+        ``forget_batch_size`` are then per process, as in scvi-tools: the global batch is
+        ``batch_size`` times the number of processes. Pass
+        ``distributed_sampler=uses_distributed_sampler(strategy)`` (what :func:`scforget.unlearn`
+        does).
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class RetainForgetDataModule(LightningDataModule):
         batch_size: int = 128,
         forget_batch_size: int | None = None,
         paired: bool = True,
+        distributed_sampler: bool = False,
     ):
         super().__init__()
         self.adata_manager = adata_manager
@@ -61,6 +69,7 @@ class RetainForgetDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.forget_batch_size = forget_batch_size or max(1, min(batch_size, len(self.forget_idx)))
         self.paired = paired
+        self.distributed_sampler = bool(distributed_sampler)
 
     @property
     def n_train(self) -> int:
@@ -73,12 +82,17 @@ class RetainForgetDataModule(LightningDataModule):
         return len(self.val_idx)
 
     def _loader(self, idx: np.ndarray, batch_size: int, shuffle: bool) -> AnnDataLoader:
+        # With a distributed sampler each process sees about len(idx) / world_size cells; the
+        # BatchNorm guard is judged on that share (the sampler pads the shares to equal length).
+        world = self.trainer.world_size if self.distributed_sampler and self.trainer is not None else 1
+        share = -(-len(idx) // world)
         return AnnDataLoader(
             self.adata_manager,
             indices=idx,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=drop_last_for_batchnorm(len(idx), batch_size) if shuffle else False,
+            drop_last=drop_last_for_batchnorm(share, batch_size) if shuffle else False,
+            distributed_sampler=self.distributed_sampler,
         )
 
     def retain_dataloader(self) -> AnnDataLoader:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from scvi.train import TrainRunner
 
+from scforget import _compat
+
 from ._context import UnlearnContext
 from ._datamodule import RetainForgetDataModule
 
@@ -33,6 +35,7 @@ def run_training_plan(plan_cls: type, setup: Callable[[Any], None] | None = None
             ctx.validation,
             batch_size=ctx.batch_size,
             paired=getattr(plan_cls, "uses_forget", True),
+            distributed_sampler=_compat.uses_distributed_sampler(ctx.trainer_kwargs.get("strategy")),
         )
         plan = plan_cls(model.module, **ctx.params)
         if setup is not None:

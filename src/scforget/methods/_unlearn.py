@@ -26,6 +26,7 @@ from scforget._core import (
     training_recipe,
     validation_positions,
     warn,
+    with_ddp_strategy,
 )
 from scforget.data import as_positions
 
@@ -88,7 +89,7 @@ def _route_kwargs(spec: MethodSpec, plan_kwargs: dict | None, kwargs: dict) -> t
             f"Pass `clip_grad_norm=` (a hyper-parameter of {spec.name!r}) instead of the Trainer's "
             "`gradient_clip_val`: the plan clips its own steps, and two clipping settings would conflict."
         )
-    return params, trainer_kwargs
+    return params, with_ddp_strategy(trainer_kwargs)
 
 
 def _check_scheduler(spec: MethodSpec, params: dict, validation: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from scforget._core import (
     check_bool,
     checked_model_dir,
     copy_bookkeeping,
+    ddp_strategy,
     init_kwargs,
     record_cell_order,
     record_training_call,
@@ -74,6 +75,8 @@ class UnlearningMixin:
         callbacks = list(kwargs.get("callbacks") or [])
         if first and rewind_fraction is not None and not any(isinstance(c, RewindCheckpoint) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, RewindCheckpoint(self, rewind_fraction)]
+        if "strategy" in kwargs:
+            kwargs["strategy"] = ddp_strategy(kwargs["strategy"])
         start = time.perf_counter()
         out = parent_train(*args, **kwargs)
         seconds = time.perf_counter() - start
