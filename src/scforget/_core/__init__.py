@@ -48,8 +48,6 @@ from ._versions import package_versions
 from ._warn import warn
 
 __all__ = [
-    "ddp_strategy",
-    "with_ddp_strategy",
     "AUDIT_CLASSES",
     "BATCHNORM",
     "CELL_ORDER_ATTR",
@@ -68,6 +66,7 @@ __all__ = [
     "clone_model",
     "close_matches",
     "copy_bookkeeping",
+    "ddp_strategy",
     "decode",
     "default_max_epochs",
     "doc_params",
@@ -110,4 +109,5 @@ __all__ = [
     "training_recipe",
     "validation_positions",
     "warn",
+    "with_ddp_strategy",
 ]

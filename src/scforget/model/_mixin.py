@@ -11,11 +11,11 @@ from scforget._core import (
     check_bool,
     checked_model_dir,
     copy_bookkeeping,
-    ddp_strategy,
     init_kwargs,
     record_cell_order,
     record_training_call,
     training_positions,
+    with_ddp_strategy,
 )
 from scforget.methods import unlearn as _unlearn
 from scforget.methods._checkpoint import (
@@ -75,8 +75,7 @@ class UnlearningMixin:
         callbacks = list(kwargs.get("callbacks") or [])
         if first and rewind_fraction is not None and not any(isinstance(c, RewindCheckpoint) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, RewindCheckpoint(self, rewind_fraction)]
-        if "strategy" in kwargs:
-            kwargs["strategy"] = ddp_strategy(kwargs["strategy"])
+        kwargs = with_ddp_strategy(kwargs)
         start = time.perf_counter()
         out = parent_train(*args, **kwargs)
         seconds = time.perf_counter() - start
