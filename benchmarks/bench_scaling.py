@@ -1,8 +1,8 @@
-"""Scaling of the audit signals on backed AnnData: throughput and peak memory against the number of cells.
+"""Scaling of the audit signals and the Fisher on backed AnnData: throughput and peak memory against N.
 
 Usage::
 
-    python benchmarks/bench_scaling.py --sizes 10000 100000 [--work DIR] [--out results.md]
+    python benchmarks/bench_scaling.py --sizes 10000 100000 [--task signals|fisher] [--work DIR] [--out results.md]
 
 For each size N it writes (once, into ``--work``) a synthetic h5ad of N cells x 2,000 genes with
 ``benchmarks/make_synthetic.py`` (negative-binomial counts fitted to pbmc3k) and trains an scVI on
@@ -11,8 +11,10 @@ throughput measurement, and an audited model must have been trained on the file 
 then, in a fresh subprocess per N so that peak memory is that size's own, it opens the file backed
 (``anndata.read_h5ad(path, backed="r")``: the counts stay on disk), loads the model onto it and
 computes :func:`scforget.privacy.signals` for every cell, with the kNN distance to every other cell
-(exact search up to 50,000 reference cells, NN-descent above). Reported per N: wall time of the
-signals, cells per second, and the subprocess's peak resident memory (``ru_maxrss``). The ratios
+(exact search up to 50,000 reference cells, NN-descent above); with ``--task fisher`` it computes
+instead the per-sample diagonal Fisher (:func:`scforget.fisher.diagonal`, negative ELBO, vectorised
+engine) over every cell. Reported per N: wall time, cells per second, and the subprocess's peak
+resident memory (``ru_maxrss``). The ratios
 between sizes are what the benchmark is about; absolute numbers depend on the machine.
 """
 
@@ -59,8 +61,8 @@ def train(path: Path, epochs: int) -> Path:
     return out
 
 
-def measure(path: Path, model_dir: Path, batch_size: int) -> dict:
-    """Signals of every cell of the backed file (run in its own process)."""
+def measure(path: Path, model_dir: Path, batch_size: int, task: str = "signals") -> dict:
+    """Signals (or the Fisher) of every cell of the backed file (run in its own process)."""
     import anndata as ad
     import numpy as np
 
@@ -71,9 +73,14 @@ def measure(path: Path, model_dir: Path, batch_size: int) -> dict:
     model = sf.model.SCVI.load(str(model_dir), adata=adata, accelerator="cpu")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    sig = sf.privacy.signals(
-        model, reference=np.arange(adata.n_obs), include_latent=False, batch_size=batch_size, progress_bar=False
-    )
+    if task == "fisher":
+        fisher = sf.fisher.diagonal(model, np.arange(adata.n_obs), batch_size=batch_size, progress_bar=False)
+        finite = bool(np.isfinite(fisher.flat().numpy()).all()) and fisher.n_cells == adata.n_obs
+    else:
+        sig = sf.privacy.signals(
+            model, reference=np.arange(adata.n_obs), include_latent=False, batch_size=batch_size, progress_bar=False
+        )
+        finite = bool(np.isfinite(sig[["recon_ll", "kl", "knn_distance"]].to_numpy()).all())
     wall = time.perf_counter() - t0
     return {
         "n_cells": int(adata.n_obs),
@@ -81,7 +88,7 @@ def measure(path: Path, model_dir: Path, batch_size: int) -> dict:
         "cells_per_s": adata.n_obs / wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_signals_mb": rss_before,
-        "finite": bool(np.isfinite(sig[["recon_ll", "kl", "knn_distance"]].to_numpy()).all()),
+        "finite": finite,
     }
 
 
@@ -92,11 +99,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("benchmark_out/scaling"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--task", choices=("signals", "fisher"), default="signals")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--measure", nargs=2, default=None, help=argparse.SUPPRESS)  # subprocess entry
     args = parser.parse_args()
     if args.measure is not None:
-        print(json.dumps(measure(Path(args.measure[0]), Path(args.measure[1]), args.batch_size)))
+        print(json.dumps(measure(Path(args.measure[0]), Path(args.measure[1]), args.batch_size, args.task)))
         return
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -104,6 +112,7 @@ def main() -> None:
         path = synthetic(args.work, n)
         model_dir = train(path, args.epochs)
         cmd = [sys.executable, __file__, "--measure", str(path), str(model_dir), "--batch-size", str(args.batch_size)]
+        cmd += ["--task", args.task]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode:
             sys.exit(f"measuring {path} failed:\n{run.stderr[-3000:]}")
@@ -111,7 +120,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     base = rows[0]
     lines = [
-        "| cells | signals (s) | cells/s | throughput vs smallest | peak RSS (MiB) | RSS before signals (MiB) |",
+        f"| cells | {args.task} (s) | cells/s | throughput vs smallest | peak RSS (MiB) | RSS before {args.task} (MiB) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:

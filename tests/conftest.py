@@ -46,6 +46,7 @@ def _pbmc_small_master():
     adata = sf.datasets.pbmc3k()
     adata = adata[adata.obs["qc_pass"].to_numpy()].copy()
     sc.pp.highly_variable_genes(adata, n_top_genes=300, flavor="seurat_v3")
+    torch.set_num_threads(1)  # the gene selection resets the OpenMP thread count torch shares
     adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
     adata.var = adata.var[[]]
     adata.obs["cell_type"] = adata.obs["cell_type"].cat.remove_unused_categories()
@@ -98,6 +99,22 @@ def _trained_scvi_dir(_pbmc_small_master, tmp_path_factory, accelerator):
 def trained_scvi(pbmc_small, _trained_scvi_dir, accelerator):
     """A tiny scforget SCVI trained 5 epochs on ``dc_split.train`` (a fresh copy per test)."""
     return sf.model.SCVI.load(_trained_scvi_dir, adata=pbmc_small, accelerator=accelerator)
+
+
+@pytest.fixture
+def backed_scvi(pbmc_small, _trained_scvi_dir, tmp_path):
+    """The tiny baseline loaded onto a backed copy of its cells (``backed="r"``: counts stay on disk)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    path = tmp_path / "cells.h5ad"
+    disk = pbmc_small.copy()
+    disk.X = sp.csr_matrix(disk.X)
+    disk.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    assert backed.isbacked
+    sf.model.SCVI.setup_anndata(backed)
+    return sf.model.SCVI.load(_trained_scvi_dir, adata=backed, accelerator="cpu")
 
 
 def state_snapshot(model) -> dict:

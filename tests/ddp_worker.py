@@ -1,4 +1,4 @@
-"""Train and unlearn a tiny scVI with Lightning on ``devices`` CPU processes; save the parameters.
+"""Train, unlearn and shard-train a tiny scVI with Lightning on ``devices`` CPU processes; save the parameters.
 
 Run as a script (Lightning's DDP launcher re-executes it once per extra process)::
 
@@ -70,6 +70,22 @@ def main(devices: int, out: str) -> None:
     keep("neggrad_plus", new)
     again = model.unlearn(forget, method="retrain", max_epochs=3, batch_size=batch, seed=0, retain=retain, **dist)
     keep("retrain", again)
+    # SISA: two shards of 42 cells, each stage one step over its shard
+    ens = sf.model.ShardedSCVI(
+        adata, n_shards=2, n_slices=1, n_hidden=16, n_latent=4, dropout_rate=0.0, use_batch_norm="none"
+    )
+    ens.train(
+        max_epochs=2,
+        batch_size=(N_RETAIN + N_FORGET) // 2 // devices,
+        train_size=1.0,
+        seed=0,
+        plan_kwargs={"lr": 1e-3},
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **dist,
+    )
+    for s, shard in enumerate(ens.shards):
+        keep(f"sisa{s}", shard)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         np.savez(out, **params)
 

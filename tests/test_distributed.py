@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scforget._core import ddp_strategy, with_ddp_strategy
+from scforget._core import ddp_strategy, is_multiprocess, with_ddp_strategy
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -37,6 +37,37 @@ def test_with_ddp_strategy_copies():
     assert with_ddp_strategy({"devices": 1}) == {"devices": 1}
 
 
+@pytest.mark.parametrize(
+    ("devices", "strategy", "expected"),
+    [
+        ("auto", None, False),
+        (1, None, False),
+        (1, "auto", False),
+        ([0], None, False),
+        ("1", None, False),
+        (2, None, True),
+        (-1, None, True),
+        ([0, 1], None, True),
+        ("0,1", None, True),
+        ("2", None, True),
+        ("-1", None, True),
+        (1, "ddp", True),
+        ("auto", "ddp_spawn_find_unused_parameters_true", True),
+        ("auto", "fsdp", True),
+    ],
+    ids=repr,
+)
+def test_is_multiprocess(devices, strategy, expected):
+    assert is_multiprocess(devices, strategy) is expected
+
+
+def test_is_multiprocess_on_strategy_objects():
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    assert is_multiprocess(1, DDPStrategy())
+    assert not is_multiprocess(1, SingleDeviceStrategy("cpu"))
+
+
 def _run(devices: int, out: Path) -> dict[str, np.ndarray]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(
@@ -58,7 +89,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     two = _run(2, tmp_path / "two.npz")
     assert one.keys() == two.keys()
     phases = {k.split("/")[0] for k in one}
-    assert phases == {"train", "neggrad_plus", "retrain"}
+    assert phases == {"train", "neggrad_plus", "retrain", "sisa0", "sisa1"}
     for key in one:
         # float32 all-reduce of the same mean in another summation order: ~1e-8 measured
         np.testing.assert_allclose(two[key], one[key], rtol=0, atol=1e-6, err_msg=key)

@@ -408,3 +408,19 @@ def test_unlearnability_reports_isolation_and_memorisation(scvi_model):
     assert sub.retrain_seconds == pytest.approx(dc.retrain_seconds)
     with pytest.raises(ValueError, match="max_retain"):
         fisher.unlearnability(model, split.forget, split.retain, max_retain=split.forget.size, **kw)
+
+
+def test_fisher_and_matched_negatives_stream_over_backed_anndata(trained_scvi, backed_scvi, dc_split):
+    """Counts left on disk give the in-memory Fisher and matches, read minibatch by minibatch."""
+    for estimator in ("per_sample", "sampled"):
+        kw = {"estimator": estimator, "batch_size": 32, "seed": 0, "progress_bar": False}
+        expected = fisher.diagonal(trained_scvi, dc_split.forget, **kw)
+        got = fisher.diagonal(backed_scvi, dc_split.forget, **kw)
+        assert got.n_cells == expected.n_cells == dc_split.forget.size
+        assert list(got) == list(expected)
+        np.testing.assert_allclose(got.flat().numpy(), expected.flat().numpy(), rtol=1e-5, atol=1e-10)
+    a = sf.data.matched_negatives(trained_scvi, dc_split.forget, k=3, batch_size=64)
+    b = sf.data.matched_negatives(backed_scvi, dc_split.forget, k=3, batch_size=64)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.neighbors, b.neighbors)
+    assert backed_scvi.adata.isbacked  # nothing loaded the counts into memory

@@ -137,6 +137,8 @@ def test_train_private_refuses_batchnorm_and_bad_arguments(pbmc_small):
         ({"target_epsilon": 3.0, "max_grad_norm": -1.0}, ValueError, "max_grad_norm"),
         ({"target_epsilon": 3.0, "batch_size": True}, TypeError, "batch_size"),
         ({"target_epsilon": 3.0, "gradient_clip_val": 1.0}, TypeError, "max_grad_norm"),
+        ({"target_epsilon": 3.0, "devices": 2, "strategy": "ddp"}, ValueError, "DP-SGD trains in one process"),
+        ({"target_epsilon": 3.0, "devices": [0, 1]}, ValueError, "`devices`=\\[0, 1\\]"),
     ]:
         with pytest.raises(error, match=match):
             ln.train_private(**kwargs)
@@ -166,6 +168,7 @@ def test_dpsgd_method_retrains_privately(trained_scvi, dc_split, tmp_path, pbmc_
         ({"target_epsilon": -1.0}, ValueError, "target_epsilon"),
         ({"accountant": "gdp"}, ValueError, "accountant"),
         ({"max_grad_norm": 0}, ValueError, "max_grad_norm"),
+        ({"devices": 2, "strategy": "ddp"}, ValueError, "DP-SGD trains in one process"),
     ],
 )
 def test_dpsgd_bad_arguments_fail_before_work(trained_scvi, dc_split, kwargs, error, match):

@@ -6,9 +6,10 @@ cloning and training recipes, minibatch helpers and quiet training.
 """
 
 from ._checks import AUDIT_CLASSES, FISHER_CLASSES, UNLEARN_CLASSES, check_counts, check_model
-from ._clone import clone_model, copy_bookkeeping, fresh_model, init_kwargs
-from ._distributed import ddp_strategy, with_ddp_strategy
+from ._clone import clone_model, copy_bookkeeping, fresh_model, from_payload, init_kwargs, model_payload
+from ._distributed import ddp_strategy, is_multiprocess, with_ddp_strategy
 from ._docs import doc_params
+from ._fleet import FLEET_EXTRA, check_fleet, fleet_client, run_jobs
 from ._forward import (
     decode,
     inference,
@@ -53,12 +54,14 @@ __all__ = [
     "CELL_ORDER_ATTR",
     "DEFAULT_BATCH_SIZE",
     "FISHER_CLASSES",
+    "FLEET_EXTRA",
     "RECIPE_ATTR",
     "UNLEARN_CLASSES",
     "accepted_keywords",
     "cell_order_digest",
     "check_bool",
     "check_choice",
+    "check_fleet",
     "check_counts",
     "check_int",
     "check_model",
@@ -74,15 +77,19 @@ __all__ = [
     "estimate_retrain_seconds",
     "eval_mode",
     "fork_rng",
+    "fleet_client",
     "fresh_model",
+    "from_payload",
     "frozen_batchnorm",
     "has_batchnorm",
     "inference",
+    "is_multiprocess",
     "init_kwargs",
     "kl_to_prior",
     "latent_point",
     "log_prob",
     "minibatches",
+    "model_payload",
     "n_cells",
     "nb_log_prob",
     "negative_elbo",
@@ -98,6 +105,7 @@ __all__ = [
     "record_training_call",
     "resolve_seed",
     "rng_devices",
+    "run_jobs",
     "seeded",
     "split_cells",
     "UnsafeModelFileError",

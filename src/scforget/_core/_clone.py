@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
+import torch
+
 from scforget import _compat
 
 if TYPE_CHECKING:
@@ -43,6 +45,31 @@ def copy_bookkeeping(src: BaseModelClass, dst: BaseModelClass) -> None:
     for attr, value in vars(src).items():
         if attr.endswith("_") and not attr.startswith("_") and attr not in _COPIED and attr != "init_params_":
             setattr(dst, attr, copy.deepcopy(value))
+
+
+def model_payload(model: BaseModelClass) -> dict:
+    """A trained model's weights (CPU tensors) and bookkeeping, without its AnnData: what a fleet job returns."""
+    attrs = {attr: copy.deepcopy(getattr(model, attr, None)) for attr in _COPIED}
+    for attr, value in vars(model).items():
+        if attr.endswith("_") and not attr.startswith("_") and attr not in _COPIED and attr != "init_params_":
+            attrs[attr] = copy.deepcopy(value)
+    state = {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()}
+    return {"state": state, "attrs": attrs}
+
+
+def from_payload(template: BaseModelClass, payload: dict) -> BaseModelClass:
+    """A model of ``template``'s class, architecture and AnnData holding ``payload``'s weights and bookkeeping.
+
+    The caller's random state is left as it was (building the module draws initial weights).
+    """
+    with torch.random.fork_rng(devices=[]):
+        new = fresh_model(template)
+    new.module.load_state_dict(payload["state"])
+    for attr, value in payload["attrs"].items():
+        setattr(new, attr, copy.deepcopy(value))
+    new.to_device(template.device)
+    new.module.eval()
+    return new
 
 
 def clone_model(model: BaseModelClass) -> BaseModelClass:

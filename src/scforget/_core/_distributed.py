@@ -33,3 +33,31 @@ def with_ddp_strategy(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     if "strategy" in out:
         out["strategy"] = ddp_strategy(out["strategy"])
     return out
+
+
+def is_multiprocess(devices: Any, strategy: Any = None) -> bool:
+    """Whether Lightning would train with several processes for these ``devices`` and ``strategy``.
+
+    ``devices="auto"`` counts as one process here; callers that must run in one process pass
+    ``devices=1`` to Lightning instead of ``"auto"`` (which takes every GPU of the machine).
+    """
+    if isinstance(strategy, str):
+        if any(name in strategy for name in ("ddp", "fsdp", "deepspeed")):
+            return True
+    elif strategy is not None:
+        from lightning.pytorch.strategies import ParallelStrategy
+
+        if isinstance(strategy, ParallelStrategy):
+            return True
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices > 1 or devices == -1
+    if isinstance(devices, list | tuple):
+        return len(devices) > 1
+    if isinstance(devices, str) and devices != "auto":
+        parts = [p for p in devices.split(",") if p.strip()]
+        return len(parts) > 1 or (
+            len(parts) == 1 and parts[0].strip().lstrip("-").isdigit() and int(parts[0]) not in (0, 1)
+        )
+    return False

@@ -30,6 +30,8 @@ _FLAGS = {
     "seed": "--seed",
     "k": "--k",
     "matched": "--matched",
+    "fleet": "--fleet",
+    "accelerator": "--accelerator",
 }
 
 
@@ -93,6 +95,13 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--seed", type=int, default=0, help="seed of folds, bootstrap and references (default: 0)")
     a.add_argument("--no-design-checks", action="store_true", help="skip the membership checks (null audits only)")
     a.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    a.add_argument("--accelerator", default="auto", help="Lightning accelerator of the reference models (cpu, gpu)")
+    a.add_argument(
+        "--fleet",
+        metavar="SPEC",
+        help="train lira/rmia reference models in parallel on Dask: local:N worker processes, or a scheduler "
+        "address (tcp://host:8786); needs scforget[fleet]",
+    )
     a.add_argument(
         "--trusted", action="store_true", help="load MODEL with scvi-tools' full unpickler (trusted files only)"
     )
@@ -202,6 +211,33 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _audit(model: Any, audited: Any, member_names: Any, nonmembers: Any, args: argparse.Namespace, fleet: Any):
+    """The library call behind the command."""
+    import scforget as sf
+
+    return sf.privacy.audit(
+        model,
+        audited,
+        members=member_names,
+        nonmembers=nonmembers,
+        matched=args.matched,
+        k=args.k,
+        attacks=tuple(args.attacks),
+        n_reference=args.n_reference,
+        reference_epochs=args.reference_epochs,
+        accelerator=args.accelerator,
+        fleet=fleet,
+        n_folds=args.n_folds,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        groupby=args.groupby,
+        label_key=args.label_key,
+        donor_key=args.donor_key,
+        design_checks=not args.no_design_checks,
+        progress_bar=not args.quiet,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     quiet = args.quiet
@@ -214,8 +250,7 @@ def _run(args: argparse.Namespace) -> int:
     import scvi
     import torch
 
-    import scforget as sf
-    from scforget._core import training_positions
+    from scforget._core import fleet_client, training_positions
 
     scvi.settings.verbosity = logging.WARNING  # scvi-tools' INFO lines would interleave with the report
 
@@ -252,25 +287,8 @@ def _run(args: argparse.Namespace) -> int:
         nonmembers = adata.obs_names[nonmembers]
     _columns(audited if audited is not None else adata, args)
     _stage(start, f"auditing {member_names.size} members with {', '.join(args.attacks)}", quiet)
-    report = sf.privacy.audit(
-        model,
-        audited,
-        members=member_names,
-        nonmembers=nonmembers,
-        matched=args.matched,
-        k=args.k,
-        attacks=tuple(args.attacks),
-        n_reference=args.n_reference,
-        reference_epochs=args.reference_epochs,
-        n_folds=args.n_folds,
-        n_bootstrap=args.n_bootstrap,
-        seed=args.seed,
-        groupby=args.groupby,
-        label_key=args.label_key,
-        donor_key=args.donor_key,
-        design_checks=not args.no_design_checks,
-        progress_bar=not quiet,
-    )
+    with fleet_client(args.fleet) as fleet:
+        report = _audit(model, audited, member_names, nonmembers, args, fleet)
     _stage(start, "done", quiet)
     print(report.verdict())
     print()

@@ -30,6 +30,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "seeds": args.seeds,
         "audit": not args.no_audit,
         "accelerator": args.accelerator,
+        "fleet": args.fleet,
         "dp_epsilons": args.dp_epsilons,
         "dp_epochs": args.dp_epochs,
         "sisa_shards": args.sisa_shards,
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--no-audit", action="store_true", help="skip the membership-inference audit")
     b.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
+    b.add_argument(
+        "--fleet",
+        metavar="SPEC",
+        help="run retrain seeds and SISA shards in parallel on Dask: local:N worker processes, or a scheduler "
+        "address (tcp://host:8786); needs scforget[fleet]",
+    )
     b.add_argument("--dp-epsilons", type=float, nargs="+", help="epsilons of the dpsgd rows (default: 1 3 10)")
     b.add_argument("--dp-epochs", type=int, help="epochs of the DP-SGD training (default: the baseline's)")
     b.add_argument("--sisa-shards", type=int, help="shards of the SISA ensemble (default: 4)")

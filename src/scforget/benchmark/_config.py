@@ -60,6 +60,10 @@ class BenchmarkConfig:
         Bootstrap resamples of the audit's confidence intervals.
     accelerator
         Lightning accelerator.
+    fleet
+        Where the independent trainings (retrain seeds, SISA shards) run: ``None`` one after another
+        here, ``"local:N"`` on ``N`` local worker processes (Dask), or a Dask scheduler's address
+        (``tcp://host:8786``); needs ``pip install 'scforget[fleet]'``.
     dp_epsilons
         Privacy budgets of the ``dpsgd`` rows (one row per epsilon).
     dp_epochs
@@ -101,6 +105,7 @@ class BenchmarkConfig:
     audit: bool = True
     n_bootstrap: int = 1000
     accelerator: str = "auto"
+    fleet: str | None = None
     dp_epsilons: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0])
     dp_epochs: int | None = None
     sisa_shards: int = 4

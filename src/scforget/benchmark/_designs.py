@@ -36,13 +36,15 @@ def design_data(kind: str, adata: AnnData, split: ForgetSplit, config: Benchmark
     return data
 
 
-def train_sharded(data: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int) -> tuple[Any, float]:
+def train_sharded(
+    data: AnnData, split: ForgetSplit, config: BenchmarkConfig, seed: int, fleet: Any = None
+) -> tuple[Any, float]:
     """A :class:`~scforget.model.ShardedSCVI` trained on the baseline's training cells with the baseline's epochs.
 
     ``data`` comes from :func:`design_data`. Shards keep the groups of :func:`adapter_groups` whole
     (the forget group in one shard), as a steward who expects donor-level requests would shard;
     with random shards, a forget set spread over the cells hits every shard and SISA costs a full
-    retraining.
+    retraining. A ``fleet`` (:class:`distributed.Client`) trains the shards in parallel.
     """
     import scforget as sf
 
@@ -62,6 +64,7 @@ def train_sharded(data: AnnData, split: ForgetSplit, config: BenchmarkConfig, se
             seed=seed,
             accelerator=config.accelerator,
             enable_progress_bar=False,
+            fleet=fleet,
         )
     return ens, time.perf_counter() - start
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from scforget._core import fleet_client, from_payload, run_jobs
+
 from ._config import BenchmarkConfig
 
 if TYPE_CHECKING:
@@ -264,7 +266,8 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     before training), the retrain reference per retrain seed, then every method once per unlearning
     seed on every baseline; each model is measured (utility) and audited on the design's forget vs
     holdout cells. :func:`~scforget.benchmark._summary.summarise` turns the runs into the
-    pre-registered estimates.
+    pre-registered estimates. With ``config.fleet`` the retrain seeds and SISA's shards train in
+    parallel on a Dask cluster.
 
     Parameters
     ----------
@@ -277,10 +280,16 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
     -------
     The per-run and per-method tables.
     """
+    with fleet_client(config.fleet) as fleet:
+        return _run(config, progress, fleet)
+
+
+def _run(config: BenchmarkConfig, progress: bool, fleet: Any) -> BenchmarkResult:
+    """:func:`run_benchmark` with the fleet (``None`` or a :class:`distributed.Client`) open."""
     import scforget as sf
     from scforget.methods import available, get_method
 
-    from ._baseline import train_baseline
+    from ._baseline import retrain_job, train_baseline
     from ._cache import ModelCache
     from ._designs import BUILDERS, design_data
     from ._forget_designs import parse_designs
@@ -357,20 +366,29 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
         base_s = float(np.mean([w for _, w in bases.values()]))
         timings[f"{design.name}:baseline_train_s"] = base_s
         first = bases[config.baseline_seeds[0]][0]
-        retrained = []
+        done, todo = {}, []
         for r_seed in config.retrain_seeds:
-            bar.step(f"{design.name}: retrain (seed {r_seed})")
             key = cache.key(kind="retrain", base=base_keys[config.baseline_seeds[0]], seed=r_seed)
             hit = cache.get(key, adata)
             if hit is not None:
-                retrained.append((r_seed, *hit))
-                continue
-            start = time.perf_counter()
-            model = first.unlearn(
-                split.forget, method="retrain", seed=r_seed, accelerator=config.accelerator, enable_progress_bar=False
-            )
-            retrained.append((r_seed, model, time.perf_counter() - start))
-            cache.put(key, model, retrained[-1][2], accelerator=config.accelerator)
+                bar.step(f"{design.name}: retrain (seed {r_seed}, cached)")
+                done[r_seed] = hit
+            else:
+                todo.append((r_seed, key))
+        shared = {"model": first, "forget": split.forget, "accelerator": config.accelerator}
+        if fleet is None:  # one after another, a progress step each
+            results = []
+            for r_seed, _ in todo:
+                bar.step(f"{design.name}: retrain (seed {r_seed})")
+                results += run_jobs(retrain_job, [{"seed": r_seed}], shared=shared)
+        else:
+            results = run_jobs(retrain_job, [{"seed": r_seed} for r_seed, _ in todo], fleet=fleet, shared=shared)
+            for r_seed, _ in todo:
+                bar.step(f"{design.name}: retrain (seed {r_seed}, on the fleet)")
+        for (r_seed, key), result in zip(todo, results, strict=True):
+            done[r_seed] = (from_payload(first, result["payload"]), result["seconds"])
+            cache.put(key, *done[r_seed], accelerator=config.accelerator)
+        retrained = [(r_seed, *done[r_seed]) for r_seed in config.retrain_seeds]
         retrain_time = float(np.median([w for _, _, w in retrained]))  # the median retrain: robust to one slow run
         timings[f"{design.name}:retrain_s"] = retrain_time
         ref_models = [m for _, m, _ in retrained]
@@ -414,7 +432,9 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool = True) -> Benchmar
                         )
                         hit = cache.get(bkey, data)
                         if hit is None:
-                            hit = BUILDERS[kind](data, split, config, b_seed)
+                            # SISA's shards are independent trainings: a fleet runs them in parallel
+                            on_fleet = {"fleet": fleet} if kind == "sharded" else {}
+                            hit = BUILDERS[kind](data, split, config, b_seed, **on_fleet)
                             cache.put(bkey, *hit, accelerator=config.accelerator)
                         built[(kind, b_seed)] = (*hit, data, bkey)
                     start_model, build_s, data, parent = built[(kind, b_seed)]

@@ -33,7 +33,7 @@ from scvi.train import TrainingPlan, TrainRunner
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scforget._core import has_batchnorm, package_versions, quiet_training
+from scforget._core import has_batchnorm, is_multiprocess, package_versions, quiet_training
 
 if TYPE_CHECKING:
     from scvi.data import AnnDataManager
@@ -291,6 +291,18 @@ class PrivateTrainingPlan(TrainingPlan):
         }
 
 
+def check_one_process(devices: Any, trainer_kwargs: dict[str, Any] | None) -> None:
+    """Refuse a multi-process strategy for DP-SGD (before any work)."""
+    strategy = (trainer_kwargs or {}).get("strategy")
+    if is_multiprocess(devices, strategy):
+        raise ValueError(
+            f"DP-SGD trains in one process, but `devices`={devices!r} / `strategy`={strategy!r} asks Lightning for "
+            "several. The privacy record is Opacus' accounting of one Poisson sampler with one noise draw per step; "
+            "under DDP each process would add its own noise and Lightning would swap in its distributed sampler, "
+            "so the recorded (epsilon, delta) would not be the one spent. Pass `devices=1` and no parallel strategy."
+        )
+
+
 def train_private(
     model: BaseModelClass,
     train: np.ndarray,
@@ -313,6 +325,8 @@ def train_private(
     Returns the privacy record (also stored on the model as ``privacy_``). Inputs are validated by the
     callers (:meth:`scforget.model.SCVI.train_private`, ``unlearn(method="dpsgd")``).
     """
+    check_one_process(devices, trainer_kwargs)
+    devices = 1 if devices == "auto" else devices  # "auto" would take every GPU of the machine, in DDP
     train = np.asarray(train, dtype=np.int64)
     delta = 1.0 / train.size if target_delta is None else float(target_delta)
     dp_module = DPVAE.adopt(model.module)

@@ -19,7 +19,7 @@ from scforget._core import (
     split_cells,
 )
 from scforget.methods._checkpoint import CHECKPOINT_ATTR
-from scforget.methods._private import check_private_architecture, train_private
+from scforget.methods._private import check_one_process, check_private_architecture, train_private
 
 from ._mixin import UnlearningMixin
 
@@ -152,7 +152,9 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
         seed
             Seed of the sampling and the noise; ``None`` follows :attr:`scvi.settings.seed`.
         accelerator, devices
-            Passed to Lightning.
+            Passed to Lightning; one device (``"auto"`` means one, not every GPU). DP-SGD runs in one
+            process: a DDP strategy or several devices are refused, since Opacus' accounting covers one
+            Poisson sampler with one noise draw per step.
         **trainer_kwargs
             Arguments of :class:`scvi.train.Trainer`.
 
@@ -168,6 +170,7 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
         from scforget._core import default_max_epochs
 
         check_private_architecture(self.module)
+        check_one_process(devices, trainer_kwargs)
         target_epsilon = check_number(target_epsilon, "target_epsilon", minimum=0, exclusive_minimum=True)
         target_delta = check_number(
             target_delta, "target_delta", minimum=0, maximum=1, exclusive_minimum=True, allow_none=True

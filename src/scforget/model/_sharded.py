@@ -15,13 +15,18 @@ import torch
 from scforget._core import (
     check_bool,
     check_counts,
+    check_fleet,
     check_int,
     close_matches,
     default_max_epochs,
+    fresh_model,
+    from_payload,
+    model_payload,
     quiet_training,
     record_cell_order,
     record_training_call,
     resolve_seed,
+    run_jobs,
     seeded,
     split_cells,
 )
@@ -46,6 +51,20 @@ def stage_seed(seed: int, shard: int, stage: int) -> int:
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _shard_job(ensemble: ShardedSCVI, shard: int) -> dict[str, Any]:
+    """Train shard ``shard`` of ``ensemble`` from scratch: its weights, stage checkpoints and latent statistics.
+
+    The fleet job of :meth:`ShardedSCVI.train` (the same function runs in this process and on a
+    cluster's workers).
+    """
+    ensemble._new_shard(shard)
+    return {
+        "payload": model_payload(ensemble.shards[shard]),
+        "checkpoints": ensemble.checkpoints_[shard],
+        "latent_stats": ensemble.latent_stats_[shard],
+    }
 
 
 def _logmeanexp(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -223,6 +242,7 @@ class ShardedSCVI:
         seed: int | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        fleet: Any = None,
         **trainer_kwargs: Any,
     ) -> None:
         """Split the cells, assign training cells to shards and slices, and train every shard stage by stage.
@@ -246,10 +266,16 @@ class ShardedSCVI:
         seed
             Seed of the assignment and of every stage.
         accelerator, devices
-            Passed to Lightning.
+            Passed to Lightning (``devices=2, strategy="ddp"`` trains each shard with DDP).
+        fleet
+            A :class:`distributed.Client` (``pip install 'scforget[fleet]'``): the shards, independent
+            jobs, train in parallel on its workers (each receives the ensemble and its AnnData once).
+            The ensemble equals that of ``fleet=None`` for the same seed, up to float32 summation
+            order when the workers run torch on another number of threads than this process.
         **trainer_kwargs
             Arguments of :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar``).
         """
+        fleet = check_fleet(fleet)
         max_epochs = check_int(max_epochs, "max_epochs", minimum=1, allow_none=True)
         batch_size = check_int(batch_size, "batch_size", minimum=2)
         check_bool(shuffle_set_split, "shuffle_set_split")
@@ -280,13 +306,15 @@ class ShardedSCVI:
             "devices": devices,
             "trainer_kwargs": {"enable_checkpointing": False, **trainer_kwargs},
         }
-        self.checkpoints_, self.latent_stats_ = [], []
+        self.checkpoints_ = [[] for _ in range(self.n_shards)]
+        self.latent_stats_ = [None] * self.n_shards
+        shared = {"ensemble": self} if fleet is None else {"ensemble": self._for_workers()}
         with quiet_training():  # S x R trainer runs: keep Lightning's per-run banners out of notebooks
-            for s in range(self.n_shards):
-                with seeded(stage_seed(seed, s, -1)):
-                    self.shards[s] = SCVI(self.adata, **self.model_kwargs)
-                self.checkpoints_.append([_state(self.shards[s].module)])
-                self._train_shard(s, 0)
+            results = run_jobs(_shard_job, [{"shard": s} for s in range(self.n_shards)], fleet=fleet, shared=shared)
+        for s, result in enumerate(results):
+            self.shards[s] = from_payload(self.shards[s], result["payload"])
+            self.checkpoints_[s] = result["checkpoints"]
+            self.latent_stats_[s] = result["latent_stats"]
         self.train_indices = train
         self.is_trained_ = True
         seconds = time.perf_counter() - start
@@ -294,6 +322,21 @@ class ShardedSCVI:
         record_training_call(self, arguments, seconds=seconds, n_train_cells=train.size)
         self.training_recipe_["seed"] = seed
         record_cell_order(self)
+
+    def _new_shard(self, s: int) -> None:
+        """Initialise shard ``s`` (seeded) and train it from its first stage."""
+        with seeded(stage_seed(self._fit["seed"], s, -1)):
+            self.shards[s] = fresh_model(self.shards[s])
+        self.checkpoints_[s] = [_state(self.shards[s].module)]
+        self._train_shard(s, 0)
+
+    def _for_workers(self) -> ShardedSCVI:
+        """A shallow copy without the other shards' checkpoints, to send to a fleet's workers."""
+        new = copy.copy(self)
+        new.checkpoints_ = [[] for _ in range(self.n_shards)]
+        new.latent_stats_ = [None] * self.n_shards
+        new.shards = list(self.shards)
+        return new
 
     def retrain_shard(self, shard: int, from_stage: int) -> None:
         """Retrain ``shard`` from the checkpoint before ``from_stage`` on its current slices (used by SISA)."""

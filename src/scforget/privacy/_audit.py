@@ -17,6 +17,7 @@ from scforget._core import (
     check_bool,
     check_choice,
     check_counts,
+    check_fleet,
     check_int,
     check_model,
     close_matches,
@@ -72,6 +73,9 @@ def audit(
     reference_models: Sequence[BaseModelClass] | None = None,
     n_reference: int = 8,
     reference_epochs: int | None = None,
+    accelerator: str = "auto",
+    devices: int | list[int] | str = "auto",
+    fleet: Any = None,
     n_folds: int = 5,
     n_bootstrap: int = 1000,
     seed: int | None = None,
@@ -139,6 +143,16 @@ def audit(
         Reference models LiRA trains when ``reference_models`` is not given.
     reference_epochs
         Epochs per reference model; defaults to the model's recorded recipe.
+    accelerator, devices
+        Lightning accelerator and devices of the reference models' training.
+    fleet
+        A :class:`distributed.Client` (``pip install 'scforget[fleet]'``): the reference models train
+        in parallel on its workers, e.g. ``Client(LocalCluster(n_workers=2, threads_per_worker=1))``
+        on one machine or ``Client("tcp://scheduler:8786")`` on a cluster. Each worker receives the
+        model and its AnnData once. The scores equal those of ``fleet=None`` (one model after
+        another here) for the same seed, up to float32 summation order when the workers run torch
+        on another number of threads than this process. scvi-tools settings changed in this
+        process (:attr:`scvi.settings`) are not sent to the workers.
     n_folds
         Folds of the classifier's cross-fitting.
     n_bootstrap
@@ -202,6 +216,7 @@ def audit(
     n_folds = check_int(n_folds, "n_folds", minimum=2)
     n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
     check_choice(classifier, A.CLASSIFIERS, "classifier")
+    fleet = check_fleet(fleet)
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_setup())
         target = model
@@ -225,6 +240,9 @@ def audit(
             reference_models=reference_models,
             n_reference=n_reference,
             reference_epochs=reference_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            fleet=fleet,
             n_folds=n_folds,
             n_bootstrap=n_bootstrap,
             seed=seed,
@@ -356,6 +374,9 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
         reference_models=reference_models,
         n_reference=n_reference,
         reference_epochs=epochs,
+        accelerator=a["accelerator"],
+        devices=a["devices"],
+        fleet=a["fleet"],
         seed=a["seed"],
         batch_size=a["batch_size"],
         progress_bar=a["progress_bar"],
@@ -387,6 +408,9 @@ class _Design:
     reference_models: list | None
     n_reference: int
     reference_epochs: int | None
+    accelerator: str
+    devices: Any
+    fleet: Any
     seed: int
     batch_size: int
     progress_bar: bool
@@ -491,7 +515,15 @@ def _references(model: BaseModelClass, d: _Design, cand: np.ndarray, info: dict,
             else:
                 design = np.zeros((d.n_reference, cand.size), dtype=bool)
             refs = L.train_reference_models(
-                model, cand, design, epochs=d.reference_epochs, seed=d.seed, progress_bar=d.progress_bar
+                model,
+                cand,
+                design,
+                epochs=d.reference_epochs,
+                seed=d.seed,
+                progress_bar=d.progress_bar,
+                accelerator=d.accelerator,
+                devices=d.devices,
+                fleet=d.fleet,
             )
             info["lira_references"] = f"trained {d.n_reference} x {d.reference_epochs} epochs"
         cache["signal"] = L.reference_signal(refs, model, cand, batch_size=d.batch_size)

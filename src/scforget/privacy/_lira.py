@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scvi.utils import track
@@ -11,7 +11,10 @@ from scvi.utils import track
 from scforget._core import (
     drop_last_for_batchnorm,
     fresh_model,
+    from_payload,
+    model_payload,
     recipe_train_kwargs,
+    run_jobs,
     seeded,
     training_positions,
     training_recipe,
@@ -55,6 +58,38 @@ def reference_epochs_of(model: BaseModelClass, reference_epochs: int | None) -> 
     return int(epochs)
 
 
+def train_reference(
+    template: BaseModelClass,
+    *,
+    train: np.ndarray,
+    validation: np.ndarray,
+    seed: int,
+    epochs: int,
+    train_kwargs: dict[str, Any],
+) -> dict:
+    """One reference model: a fresh model of ``template``'s kind trained on ``train``; its payload.
+
+    The fleet job of :func:`train_reference_models` (the same function runs in this process and on
+    a cluster's workers, so both give the same weights for the same seed and thread count).
+    """
+    rest = np.setdiff1d(np.arange(template.adata.n_obs), np.union1d(train, validation))
+    batch_size = int(train_kwargs.get("batch_size", 128))
+    splitter = {"external_indexing": [train, validation, rest]}
+    if drop_last_for_batchnorm(train.size, batch_size):
+        splitter["drop_last"] = True
+    with seeded(seed):
+        ref = fresh_model(template)
+        ref.train(
+            max_epochs=epochs,
+            datasplitter_kwargs=splitter,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            **train_kwargs,
+        )
+    return model_payload(ref)
+
+
 def train_reference_models(
     model: BaseModelClass,
     candidates: np.ndarray,
@@ -63,42 +98,38 @@ def train_reference_models(
     epochs: int,
     seed: int,
     progress_bar: bool = True,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    fleet: Any = None,
 ) -> list[BaseModelClass]:
     """Train one fresh model per row of ``design`` with the target's architecture and recipe.
 
     Reference model ``r`` trains on the target's training cells outside the candidate pool plus
     the candidates marked IN in row ``r``; it validates on the target's validation cells outside
-    the pool. ``model`` and its AnnData are not modified.
+    the pool. ``model`` and its AnnData are not modified. With a ``fleet`` (a
+    :class:`distributed.Client`) the references train in parallel on its workers.
     """
-    n_obs = model.adata.n_obs
     recipe = training_recipe(model)
     other = np.setdiff1d(training_positions(model), candidates)
     val = np.setdiff1d(validation_positions(model), candidates)
-    kwargs = recipe_train_kwargs(recipe)
-    refs = []
-    for r in track(range(design.shape[0]), description="LiRA reference models", disable=not progress_bar):
-        train = np.union1d(other, candidates[design[r]])
-        rest = np.setdiff1d(np.arange(n_obs), np.union1d(train, val))
-        batch_size = int(recipe.get("batch_size", 128))
-        splitter = {"external_indexing": [train, val.copy(), rest]}
-        if drop_last_for_batchnorm(train.size, batch_size):
-            splitter["drop_last"] = True
-        with seeded(seed * 100_003 + r):
-            ref = fresh_model(model)
-            ref.train(
-                max_epochs=epochs,
-                batch_size=batch_size,
-                plan_kwargs=dict(recipe.get("plan_kwargs") or {}),
-                datasplitter_kwargs=splitter,
-                enable_progress_bar=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                **kwargs,
-            )
-        if hasattr(ref, "module"):
-            ref.module.eval()
-        refs.append(ref)
-    return refs
+    train_kwargs = {
+        **recipe_train_kwargs(recipe),
+        "batch_size": int(recipe.get("batch_size", 128)),
+        "plan_kwargs": dict(recipe.get("plan_kwargs") or {}),
+        "accelerator": accelerator,
+        "devices": devices,
+    }
+    jobs = [
+        {"train": np.union1d(other, candidates[design[r]]), "validation": val.copy(), "seed": seed * 100_003 + r}
+        for r in range(design.shape[0])
+    ]
+    shared = {"template": model, "epochs": epochs, "train_kwargs": train_kwargs}
+    if fleet is None:  # one at a time, with a progress bar
+        iterator = track(jobs, description="LiRA reference models", disable=not progress_bar)
+        payloads = [run_jobs(train_reference, [job], shared=shared)[0] for job in iterator]
+    else:
+        payloads = run_jobs(train_reference, jobs, fleet=fleet, shared=shared)
+    return [from_payload(model, p) for p in payloads]
 
 
 def reference_signal(

@@ -1,0 +1,99 @@
+"""Fleets of independent training jobs: one after another in this process, or on a Dask cluster.
+
+Reference models, retrain seeds and SISA shards are independent trainings. A job is a picklable
+top-level function of keyword arguments that returns plain data (weights as CPU tensors, arrays);
+:func:`run_jobs` calls it in this process when ``fleet`` is ``None`` and submits it to the cluster
+behind a :class:`distributed.Client` otherwise, so both paths run the same function with the same
+seeds. Dask's scheduler does the placement, retries and data movement: a hand-written process pool
+would have to re-implement all three and would not reach a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+FLEET_EXTRA = "pip install 'scforget[fleet]'"
+
+
+def check_fleet(fleet: Any) -> Any:
+    """``fleet`` itself if it is ``None`` or a :class:`distributed.Client`; raise otherwise (before any work)."""
+    if fleet is None:
+        return None
+    try:
+        from distributed import Client
+    except ImportError as err:  # pragma: no cover - the extra is installed in the test environment
+        raise ImportError(f"`fleet` runs jobs on a Dask cluster and needs Dask's scheduler: {FLEET_EXTRA}.") from err
+    if not isinstance(fleet, Client):
+        raise TypeError(
+            f"`fleet` must be a dask.distributed.Client or None, not {type(fleet).__name__}. For this machine: "
+            "`Client(LocalCluster(n_workers=2, threads_per_worker=1))`; for a cluster: `Client('tcp://host:8786')`."
+        )
+    if fleet.status != "running":
+        raise ValueError(f"`fleet` is a Client whose status is {fleet.status!r}; connect it (or pass None) first.")
+    return fleet
+
+
+def run_jobs(
+    fn: Callable[..., Any],
+    jobs: Sequence[Mapping[str, Any]],
+    *,
+    fleet: Any = None,
+    shared: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """``fn(**shared, **job)`` for every job, results in the order of ``jobs``.
+
+    Parameters
+    ----------
+    fn
+        A module-level function (workers import it by name).
+    jobs
+        Keyword arguments of each call.
+    fleet
+        ``None`` (run here, one after another) or a :class:`distributed.Client`.
+    shared
+        Keyword arguments common to every call (e.g. the template model with its AnnData); on a
+        cluster they are sent to every worker once, not once per job.
+    """
+    shared = dict(shared or {})
+    if fleet is None:
+        return [fn(**shared, **job) for job in jobs]
+    # scatter a one-item list: Dask would split a dict or list value into one future per item
+    handles = {name: fleet.scatter([value], broadcast=True, hash=False)[0] for name, value in shared.items()}
+    futures = [fleet.submit(fn, **handles, **job, pure=False) for job in jobs]
+    try:
+        return fleet.gather(futures)
+    finally:
+        for future in [*futures, *handles.values()]:
+            future.release()
+
+
+@contextlib.contextmanager
+def fleet_client(spec: str | None) -> Iterator[Any]:
+    """A :class:`distributed.Client` for a command-line ``--fleet`` value, closed on exit.
+
+    ``None`` yields ``None`` (no fleet); ``"local:N"`` starts a local cluster of ``N`` worker
+    processes with one thread each; anything else is a scheduler address (``tcp://host:8786``).
+    """
+    if spec is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:  # pragma: no cover - the extra is installed in the test environment
+        raise ImportError(f"`--fleet` runs jobs on a Dask cluster and needs Dask's scheduler: {FLEET_EXTRA}.") from err
+    if spec.startswith("local:"):
+        n = spec.removeprefix("local:")
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"`--fleet`={spec!r}: write local:N with N >= 1 worker processes, e.g. local:2.")
+        with (
+            LocalCluster(
+                n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    with Client(spec) as client:
+        yield client
