@@ -6,14 +6,15 @@ Usage::
 
 On the bundled pbmc3k (QC-passing cells, 2,000 highly variable genes), a default scVI (n_hidden
 128, n_latent 10) is trained on a random 80% of the cells for ``--epochs`` epochs; the audit's
-members are 300 of its training cells and its non-members 300 of the other cells. :func:`scforget.audit` with ``attacks=("lira", "rmia")`` then
-trains ``--n-reference`` reference models (``--epochs`` epochs each) twice: one after another in
-this process (``fleet=None``, torch on every core), and on a
-``LocalCluster(n_workers=--workers, threads_per_worker=1, processes=True)``. Reported: both wall
-times (the cluster's start-up excluded, its workers' first imports included), their ratio, and the
-largest difference between the two paths' per-cell scores. The scores are identical when this
-process also runs torch on one thread (``tests/test_fleet.py``); here the sequential path uses every
-core, so float32 sums run in another order and the scores differ by rounding.
+members are 300 of its training cells and its non-members 300 of the other cells.
+:func:`scforget.audit` with ``attacks=("lira", "rmia")`` then trains ``--n-reference`` reference
+models (``--epochs`` epochs each) three times: one after another in this process (``fleet=None``)
+with torch on every core, the same with torch on one thread, and on ``--workers`` local worker
+processes with one thread each (:func:`scforget._core.local_cluster`, what ``--fleet local:N``
+starts). Reported: the wall times (the cluster's start-up excluded, its workers' first imports
+included), their ratios, and the largest differences between the paths' per-cell scores. The
+one-thread sequential run must give the fleet's scores exactly; with every core, float32 sums run
+in another order, the trainings drift apart and so do the scores (not the AUCs).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     import torch
 
     import scforget as sf
+    from scforget._core import local_cluster
 
     adata = sf.datasets.pbmc3k()
     adata = adata[adata.obs["qc_pass"].to_numpy()].copy()
@@ -77,15 +79,19 @@ def main() -> None:
     start = time.perf_counter()
     here = sf.audit(model, **kw)
     sequential_s = time.perf_counter() - start
-    cluster = distributed.LocalCluster(
-        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    )
-    with distributed.Client(cluster) as client:
+    torch.set_num_threads(1)  # the workers' thread count: the same float32 summation order
+    start = time.perf_counter()
+    here_one = sf.audit(model, **kw)
+    sequential_one_s = time.perf_counter() - start
+    torch.set_num_threads(threads)
+    with local_cluster(args.workers) as cluster, distributed.Client(cluster) as client:
         start = time.perf_counter()
         there = sf.audit(model, fleet=client, **kw)
         fleet_s = time.perf_counter() - start
-    cluster.close()
-    diff = {a: float(np.max(np.abs(here.per_cell[a].to_numpy() - there.per_cell[a].to_numpy()))) for a in kw["attacks"]}
+
+    def max_diff(a, b):
+        return {x: float(np.max(np.abs(a.per_cell[x].to_numpy() - b.per_cell[x].to_numpy()))) for x in kw["attacks"]}
+
     auc = {a: (float(here.summary().loc[a, "auc"]), float(there.summary().loc[a, "auc"])) for a in kw["attacks"]}
     record = {
         "cells": int(adata.n_obs),
@@ -97,9 +103,12 @@ def main() -> None:
         "sequential_torch_threads": threads,
         "cpu_count": os.cpu_count(),
         "sequential_s": round(sequential_s, 2),
+        "sequential_one_thread_s": round(sequential_one_s, 2),
         "fleet_s": round(fleet_s, 2),
         "speedup": round(sequential_s / fleet_s, 3),
-        "max_abs_score_difference": diff,
+        "speedup_vs_one_thread": round(sequential_one_s / fleet_s, 3),
+        "max_abs_score_difference_fleet_vs_one_thread": max_diff(there, here_one),
+        "max_abs_score_difference_fleet_vs_sequential": max_diff(there, here),
         "auc_sequential_vs_fleet": auc,
     }
     print(json.dumps(record, indent=2))
