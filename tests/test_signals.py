@@ -109,9 +109,7 @@ def _brute_force_knn(query, query_pos, ref, ref_pos, k):
     return np.sort(d, axis=1)[:, :k].mean(1)
 
 
-def test_approximate_knn_matches_the_exact_search_and_excludes_self():
-    from scforget.privacy._signals import knn_distance
-
+def _clustered_latents():
     rng = np.random.default_rng(0)
     # clustered 10-d latents, like a VAE's: 3,000 reference cells, 400 queries, half of them reference cells
     centres = rng.normal(scale=4.0, size=(12, 10))
@@ -120,10 +118,43 @@ def test_approximate_knn_matches_the_exact_search_and_excludes_self():
     own = rng.choice(3000, 200, replace=False)
     query = np.vstack([ref[own], centres[rng.integers(0, 12, 200)] + rng.normal(size=(200, 10))])
     query_pos = np.concatenate([ref_pos[own], np.arange(200) * 2 + 1])  # odd positions: not in the reference
+    return query, query_pos, ref, ref_pos
+
+
+@pytest.mark.parametrize("method", ["brute", "kdtree"])
+def test_exact_knn_searches_match_an_independent_brute_force(method):
+    from scforget.privacy._signals import knn_distance
+
+    query, query_pos, ref, ref_pos = _clustered_latents()
     expected = _brute_force_knn(query, query_pos, ref, ref_pos, 10)
-    exact = knn_distance(query, query_pos, ref, ref_pos, 10)
-    approx = knn_distance(query, query_pos, ref, ref_pos, 10, exact_max=1000, seed=0)
-    np.testing.assert_allclose(exact, expected, rtol=1e-5)
+    got = knn_distance(query, query_pos, ref, ref_pos, 10, method=method)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # k larger than the reference set minus the query's own row: the mean of the rows left
+    rows = np.flatnonzero(np.isin(ref_pos, query_pos[:4]))  # the first 4 queries' own rows
+    tiny = knn_distance(query[:3], query_pos[:3], ref[rows], ref_pos[rows], 10, method=method)
+    for i in range(3):
+        d = np.sqrt(((query[i] - ref[rows]) ** 2).sum(-1))
+        keep = ref_pos[rows] != query_pos[i]
+        assert keep.sum() == 3
+        assert tiny[i] == pytest.approx(d[keep].mean(), rel=1e-5)
+
+
+def test_knn_method_follows_the_sizes():
+    from scforget.privacy._signals import KDTREE_MAX_DIM, KDTREE_MAX_QUERIES, knn_method
+
+    assert knn_method(10**6, 50_000, 10) == "brute"
+    assert knn_method(5_000, 2_000_000, 10) == "kdtree"  # a few thousand audited cells against an atlas
+    assert knn_method(KDTREE_MAX_QUERIES, 200_000, KDTREE_MAX_DIM) == "kdtree"
+    assert knn_method(KDTREE_MAX_QUERIES + 1, 200_000, 10) == "nndescent"  # an atlas against itself
+    assert knn_method(5_000, 200_000, KDTREE_MAX_DIM + 1) == "nndescent"  # a tree degrades with dimension
+
+
+def test_approximate_knn_matches_the_exact_search_and_excludes_self():
+    from scforget.privacy._signals import knn_distance
+
+    query, query_pos, ref, ref_pos = _clustered_latents()
+    expected = _brute_force_knn(query, query_pos, ref, ref_pos, 10)
+    approx = knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="nndescent")
     # NN-descent is approximate: nearly every query gets its exact neighbours, none is far off
     close = np.isclose(approx, expected, rtol=1e-5)
     assert close.mean() >= 0.98
@@ -132,7 +163,7 @@ def test_approximate_knn_matches_the_exact_search_and_excludes_self():
     with_self = np.sort(np.sqrt(((query[:200, None] - ref[None]) ** 2).sum(-1)), axis=1)[:, :10].mean(1)
     assert np.all(approx[:200] > with_self)
     # seeded: the same search twice gives the same answer
-    np.testing.assert_array_equal(approx, knn_distance(query, query_pos, ref, ref_pos, 10, exact_max=1000, seed=0))
+    np.testing.assert_array_equal(approx, knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="nndescent"))
 
 
 def test_signals_on_backed_anndata_equal_the_in_memory_ones(trained_scvi, backed_scvi):

@@ -113,8 +113,21 @@ def compute_raw(
     return result
 
 
-#: Reference sets larger than this use approximate nearest neighbours (:func:`knn_distance`).
+#: Reference sets up to this size are searched by brute force in blocks (:func:`knn_distance`).
 EXACT_KNN_MAX = 50_000
+#: Beyond :data:`EXACT_KNN_MAX`, latent spaces up to this dimension are searched exactly with a k-d tree...
+KDTREE_MAX_DIM = 16
+#: ...for up to this many queries; more queries (or more dimensions) use NN-descent.
+KDTREE_MAX_QUERIES = 250_000
+
+
+def knn_method(n_query: int, n_ref: int, dim: int, exact_max: int = EXACT_KNN_MAX) -> str:
+    """Which search :func:`knn_distance` uses: ``"brute"``, ``"kdtree"`` (both exact) or ``"nndescent"``."""
+    if n_ref <= exact_max:
+        return "brute"
+    if dim <= KDTREE_MAX_DIM and n_query <= KDTREE_MAX_QUERIES:
+        return "kdtree"
+    return "nndescent"
 
 
 def knn_distance(
@@ -126,23 +139,36 @@ def knn_distance(
     *,
     exact_max: int = EXACT_KNN_MAX,
     seed: int = 0,
+    method: str | None = None,
 ) -> np.ndarray:
     """Mean Euclidean distance from each query row to its ``k`` nearest reference rows, itself excluded.
 
-    Up to ``exact_max`` reference rows the search is exact, brute force in blocks (latent spaces are
-    low-dimensional, so this beats a tree there). Beyond, its cost grows with queries x references
-    (10^12 distances for an atlas of a million cells audited against itself), so the neighbours
-    come from pynndescent's NN-descent graph (:class:`pynndescent.NNDescent`, seeded by ``seed``): an
-    existing, well-tested approximate search, already installed with scanpy, whose cost grows about
-    linearly with the number of cells and whose recall at these dimensions is near 1 (checked against
-    the exact search in the tests). Either way a reference row at the query's own position is never
-    its neighbour.
+    Three searches, chosen by :func:`knn_method` from the sizes unless ``method`` names one (a
+    reference row at the query's own position is never its neighbour in any of them):
+
+    - up to ``exact_max`` reference rows, exact brute force in blocks (latent spaces are
+      low-dimensional, so blocked matrix products beat a tree there);
+    - beyond, with a latent space of at most :data:`KDTREE_MAX_DIM` dimensions and at most
+      :data:`KDTREE_MAX_QUERIES` queries, an exact k-d tree (:class:`scipy.spatial.cKDTree`, queries
+      on every core). Building it costs about a second per million cells and each query about a
+      logarithm of the reference size, so auditing a few thousand cells against an atlas stays
+      cheap. Measured on a 2-core CPU with 10-d scVI latents of 100,000 cells queried against
+      themselves: 9.7 s, against 41.6 s for NN-descent in a fresh process (35 s of it numba compiling
+      pynndescent) and 37 s for brute force;
+    - otherwise pynndescent's NN-descent graph (:class:`pynndescent.NNDescent`, seeded by ``seed``):
+      approximate, with recall near 1 at these dimensions (checked against the exact search in the
+      tests), and a cost that grows about linearly with the cells. A k-d tree degrades with the
+      dimension (44 s for 100,000 30-d points) and with many queries (254 s for a million 10-d
+      points against themselves, where NN-descent needs an estimated 90 s).
     """
     n_q = query.shape[0]
     if ref.shape[0] == 0 or k < 1:
         return np.full(n_q, np.nan)
     n_fetch = min(k + 1, ref.shape[0])
-    if ref.shape[0] > exact_max:
+    method = knn_method(n_q, ref.shape[0], ref.shape[1], exact_max) if method is None else method
+    if method == "kdtree":
+        return _kdtree_knn_distance(query, query_pos, ref, ref_pos, k, n_fetch)
+    if method == "nndescent":
         return _approximate_knn_distance(query, query_pos, ref, ref_pos, k, n_fetch, seed)
     ref_t = torch.as_tensor(ref, dtype=torch.float32)
     ref_pos_t = torch.as_tensor(ref_pos, dtype=torch.int64)
@@ -156,6 +182,19 @@ def knn_distance(
         dist = torch.where(ref_pos_t[idx] == own, torch.inf, dist)
         out[start : start + block] = _mean_of_k(dist.double().numpy(), k)
     return out
+
+
+def _kdtree_knn_distance(
+    query: np.ndarray, query_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray, k: int, n_fetch: int
+) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.asarray(ref, dtype=np.float64))
+    dist, idx = tree.query(np.asarray(query, dtype=np.float64), k=n_fetch, workers=-1)
+    dist = np.asarray(dist, dtype=np.float64).reshape(query.shape[0], n_fetch)
+    idx = np.asarray(idx).reshape(query.shape[0], n_fetch)
+    dist[np.asarray(ref_pos)[idx] == np.asarray(query_pos)[:, None]] = np.inf
+    return _mean_of_k(dist, k)
 
 
 def _mean_of_k(dist: np.ndarray, k: int) -> np.ndarray:
