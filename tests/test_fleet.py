@@ -111,6 +111,16 @@ def test_benchmark_on_a_fleet_equals_the_sequential_run(tmp_path):
     pd.testing.assert_frame_equal(there.drop(columns=timing), here.drop(columns=timing))
 
 
+def test_local_fleet_starts_single_thread_workers_without_malloc_trim():
+    with pytest.raises(ValueError, match="`n_workers`"):
+        sf.local_fleet(True)
+    with sf.local_fleet(1) as client:
+        env = client.run(lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_"))
+        threads = client.run(lambda: __import__("torch").get_num_threads())
+        assert list(env.values()) == [None] and list(threads.values()) == [1]
+        assert run_jobs(_square_plus, [{"x": 3}], fleet=client, shared={"offset": 0}) == [9]
+
+
 def test_fleet_spec_is_checked():
     from scforget._core import fleet_client
 

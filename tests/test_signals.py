@@ -147,6 +147,41 @@ def test_knn_method_follows_the_sizes():
     assert knn_method(KDTREE_MAX_QUERIES, 200_000, KDTREE_MAX_DIM) == "kdtree"
     assert knn_method(KDTREE_MAX_QUERIES + 1, 200_000, 10) == "nndescent"  # an atlas against itself
     assert knn_method(5_000, 200_000, KDTREE_MAX_DIM + 1) == "nndescent"  # a tree degrades with dimension
+    # the caller's preference beyond the brute-force range; brute force below it whatever is asked
+    assert knn_method(10**6, 10**6, 10, search="exact") == "kdtree"
+    assert knn_method(10**6, 10**6, 64, search="exact") == "kdtree"
+    assert knn_method(5_000, 200_000, 10, search="approximate") == "nndescent"
+    assert knn_method(5_000, 40_000, 10, search="approximate") == "brute"
+
+
+def test_knn_search_reaches_the_search_from_signals_and_audit(trained_scvi, dc_split, monkeypatch):
+    from scforget.privacy import _signals
+
+    seen = []
+    original = _signals.knn_distance
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["search"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_signals, "knn_distance", recording)
+    signals(trained_scvi, [0, 1, 2], knn_search="approximate", progress_bar=False)
+    sf.audit(
+        trained_scvi,
+        members=dc_split.forget,
+        nonmembers=dc_split.holdout,
+        attacks=("distance",),
+        knn_search="exact",
+        n_bootstrap=0,
+        progress_bar=False,
+    )
+    assert seen == ["approximate", "exact"]
+    snapshot = {k: v.clone() for k, v in trained_scvi.module.state_dict().items()}
+    with pytest.raises(ValueError, match="knn_search"):
+        signals(trained_scvi, [0], knn_search="fast")
+    with pytest.raises(ValueError, match="knn_search"):
+        sf.audit(trained_scvi, members=dc_split.forget, nonmembers=dc_split.holdout, knn_search="fast")
+    assert all(torch.equal(v, trained_scvi.module.state_dict()[k]) for k, v in snapshot.items())
 
 
 def test_approximate_knn_matches_the_exact_search_and_excludes_self():

@@ -6,6 +6,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data, datasets, fisher, methods, model, pl, privacy, train
+from ._core import local_fleet
 from .methods import unlearn
 from .privacy import audit
 
@@ -23,6 +24,7 @@ __all__ = [
     "data",
     "datasets",
     "fisher",
+    "local_fleet",
     "methods",
     "model",
     "pl",

@@ -35,7 +35,7 @@ from . import _design as D
 from . import _lira as L
 from ._report import AuditReport, describe_model
 from ._rmia import rmia_scores
-from ._signals import assemble, compute_raw
+from ._signals import KNN_SEARCHES, assemble, compute_raw
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -68,6 +68,7 @@ def audit(
     nonmembers: CellSpec | None = None,
     matched: bool = False,
     k: int = 10,
+    knn_search: str = "auto",
     attacks: Sequence[str] = A.ATTACKS,
     classifier: str = "logistic",
     reference_models: Sequence[BaseModelClass] | None = None,
@@ -132,6 +133,10 @@ def audit(
         (:func:`scforget.data.matched_negatives`).
     k
         Neighbours for matching and for the ``distance`` attack.
+    knn_search
+        The ``distance`` attack's search beyond 50,000 reference cells: ``"exact"`` (k-d tree),
+        ``"approximate"`` (NN-descent: faster for an atlas against itself, far more memory) or
+        ``"auto"`` (see :func:`scforget.privacy.signals`).
     attacks
         Attacks to run.
     classifier
@@ -213,6 +218,7 @@ def audit(
     view_data = D.audit_view(model, adata) if foreign else None
     attacks = _check_attacks(attacks)
     k = check_int(k, "k", minimum=1)
+    check_choice(knn_search, KNN_SEARCHES, "knn_search")
     n_folds = check_int(n_folds, "n_folds", minimum=2)
     n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
     check_choice(classifier, A.CLASSIFIERS, "classifier")
@@ -235,6 +241,7 @@ def audit(
             nonmembers=nonmembers,
             matched=matched,
             k=k,
+            knn_search=knn_search,
             attacks=attacks,
             classifier=classifier,
             reference_models=reference_models,
@@ -365,6 +372,7 @@ def _validate(model, target, stack, view_data, **a) -> tuple[_Design, dict]:
         pool=nonmembers,
         matched=matched,
         k=k,
+        knn_search=a["knn_search"],
         groups=groups,
         min_per_class=need,
         n_folds=n_folds,
@@ -399,6 +407,7 @@ class _Design:
     pool: Any
     matched: bool
     k: int
+    knn_search: str
     groups: tuple[str, ...]
     min_per_class: int
     n_folds: int
@@ -446,7 +455,9 @@ def _run(model: BaseModelClass, d: _Design, info: dict) -> AuditReport:
     labels = np.isin(cand, mem).astype(np.int64)
     ref_pos = np.setdiff1d(d.knn_reference, cand)
     raw = compute_raw(model, cand, batch_size=d.batch_size, seed=seed, progress_bar=d.progress_bar)
-    sig = assemble(model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=d.batch_size, seed=seed)
+    sig = assemble(
+        model, cand, raw, ref_pos, k=k, include_latent=True, batch_size=d.batch_size, seed=seed, knn_search=d.knn_search
+    )
     info["timings"]["signals_s"] = time.perf_counter() - t0
 
     scores: dict[str, np.ndarray] = {}

@@ -13,6 +13,7 @@ from scvi.utils import track
 from scforget._core import (
     AUDIT_CLASSES,
     check_bool,
+    check_choice,
     check_counts,
     check_int,
     check_model,
@@ -121,11 +122,22 @@ KDTREE_MAX_DIM = 16
 KDTREE_MAX_QUERIES = 250_000
 
 
-def knn_method(n_query: int, n_ref: int, dim: int, exact_max: int = EXACT_KNN_MAX) -> str:
-    """Which search :func:`knn_distance` uses: ``"brute"``, ``"kdtree"`` (both exact) or ``"nndescent"``."""
+#: What ``knn_search`` may ask for (see :func:`knn_method`).
+KNN_SEARCHES = ("auto", "exact", "approximate")
+
+
+def knn_method(n_query: int, n_ref: int, dim: int, exact_max: int = EXACT_KNN_MAX, search: str = "auto") -> str:
+    """Which search :func:`knn_distance` uses: ``"brute"``, ``"kdtree"`` (both exact) or ``"nndescent"``.
+
+    Up to ``exact_max`` reference rows, brute force whatever ``search`` says. Beyond, ``"exact"``
+    always takes the k-d tree (memory of the order of the latent means, but slow for many queries
+    in many dimensions), ``"approximate"`` NN-descent (fast for an atlas against itself, but its
+    graph held 6.1 GB at a million cells), and ``"auto"`` the k-d tree for latent spaces of at most
+    :data:`KDTREE_MAX_DIM` dimensions and at most :data:`KDTREE_MAX_QUERIES` queries.
+    """
     if n_ref <= exact_max:
         return "brute"
-    if dim <= KDTREE_MAX_DIM and n_query <= KDTREE_MAX_QUERIES:
+    if search == "exact" or (search == "auto" and dim <= KDTREE_MAX_DIM and n_query <= KDTREE_MAX_QUERIES):
         return "kdtree"
     return "nndescent"
 
@@ -140,11 +152,12 @@ def knn_distance(
     exact_max: int = EXACT_KNN_MAX,
     seed: int = 0,
     method: str | None = None,
+    search: str = "auto",
 ) -> np.ndarray:
     """Mean Euclidean distance from each query row to its ``k`` nearest reference rows, itself excluded.
 
-    Three searches, chosen by :func:`knn_method` from the sizes unless ``method`` names one (a
-    reference row at the query's own position is never its neighbour in any of them):
+    Three searches, chosen by :func:`knn_method` from the sizes and ``search`` unless ``method``
+    names one (a reference row at the query's own position is never its neighbour in any of them):
 
     - up to ``exact_max`` reference rows, exact brute force in blocks (latent spaces are
       low-dimensional, so blocked matrix products beat a tree there);
@@ -165,7 +178,7 @@ def knn_distance(
     if ref.shape[0] == 0 or k < 1:
         return np.full(n_q, np.nan)
     n_fetch = min(k + 1, ref.shape[0])
-    method = knn_method(n_q, ref.shape[0], ref.shape[1], exact_max) if method is None else method
+    method = knn_method(n_q, ref.shape[0], ref.shape[1], exact_max, search) if method is None else method
     if method == "kdtree":
         return _kdtree_knn_distance(query, query_pos, ref, ref_pos, k, n_fetch)
     if method == "nndescent":
@@ -231,6 +244,7 @@ def signals(
     batch_size: int = 1024,
     seed: int | None = None,
     progress_bar: bool = True,
+    knn_search: str = "auto",
 ) -> pd.DataFrame:
     """Per-cell membership signals of a trained VAE model.
 
@@ -265,6 +279,12 @@ def signals(
         Seed of the posterior draws and importance samples; ``None`` follows :attr:`scvi.settings.seed`.
     progress_bar
         Show a progress bar.
+    knn_search
+        Nearest-neighbour search of ``knn_distance`` beyond 50,000 reference cells: ``"exact"``
+        (k-d tree; memory of the order of the latent means), ``"approximate"`` (pynndescent's
+        NN-descent; faster for an atlas against itself, but its graph held 6.1 GB at a million
+        cells), or ``"auto"`` (exact for latent spaces of at most 16 dimensions and at most 250,000
+        scored cells). Up to 50,000 reference cells the search is always exact brute force.
 
     Returns
     -------
@@ -285,6 +305,7 @@ def signals(
     n_mc_samples = check_int(n_mc_samples, "n_mc_samples", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     marginal_ll = check_bool(marginal_ll, "marginal_ll")
+    check_choice(knn_search, KNN_SEARCHES, "knn_search")
     include_latent = check_bool(include_latent, "include_latent")
     progress_bar = check_bool(progress_bar, "progress_bar")
     seed = resolve_seed(seed)
@@ -309,7 +330,17 @@ def signals(
         seed=seed,
         progress_bar=progress_bar,
     )
-    return assemble(model, pos, raw, ref_pos, k=k, include_latent=include_latent, batch_size=batch_size, seed=seed)
+    return assemble(
+        model,
+        pos,
+        raw,
+        ref_pos,
+        k=k,
+        include_latent=include_latent,
+        batch_size=batch_size,
+        seed=seed,
+        knn_search=knn_search,
+    )
 
 
 def reference_means(
@@ -336,6 +367,7 @@ def assemble(
     include_latent: bool,
     batch_size: int,
     seed: int = 0,
+    knn_search: str = "auto",
 ) -> pd.DataFrame:
     """Turn raw arrays into the signal table (adds the kNN distance; ``seed`` for its approximate search)."""
     ref_means = reference_means(model, pos, raw, ref_pos, batch_size)
@@ -350,7 +382,9 @@ def assemble(
         data["marginal_ll"] = raw["marginal_ll"]
     data["qz_mean_norm"] = np.linalg.norm(raw["mean"], axis=1)
     data["qz_var_norm"] = np.linalg.norm(raw["var"], axis=1)
-    data["knn_distance"] = knn_distance(raw["mean"], pos, ref_means, np.asarray(ref_pos), k, seed=seed)
+    data["knn_distance"] = knn_distance(
+        raw["mean"], pos, ref_means, np.asarray(ref_pos), k, seed=seed, search=knn_search
+    )
     df = pd.DataFrame(data, index=model.adata.obs_names[pos].copy())
     if include_latent:
         d = raw["mean"].shape[1]
