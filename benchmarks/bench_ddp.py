@@ -129,8 +129,6 @@ def main() -> None:
         ),
     }
     lines = [
-        "# Lightning DDP on 2 CPU processes vs 1 process",
-        "",
         f"Command: `python benchmarks/bench_ddp.py --epochs {args.epochs}`; {os.cpu_count()} cores.",
         "",
         "| quantity | value |",

@@ -114,8 +114,6 @@ def main() -> None:
     print(json.dumps(record, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Fleet of reference models: 2-worker Dask cluster vs sequential",
-        "",
         f"Command: `python benchmarks/bench_fleet.py --n-reference {args.n_reference} --epochs {args.epochs} "
         f"--workers {args.workers}`",
         "",

@@ -80,6 +80,8 @@ else:
         "lightning": ("https://lightning.ai/docs/pytorch/stable/", None),
         "sklearn": ("https://scikit-learn.org/stable/", None),
         "matplotlib": ("https://matplotlib.org/stable/", None),
+        "distributed": ("https://distributed.dask.org/en/stable/", None),
+        "scipy": ("https://docs.scipy.org/doc/scipy/", None),
     }
     nitpicky = True
 
