@@ -86,6 +86,8 @@ def test_benchmark_cli_rejects_unknown_label_key(tmp_path, capsys):
         (["--forget", "donor:P1"], "needs --donor-key"),
         (["--forget", "random:0"], "random:N"),
         (["--retrain-seeds", "1", "1"], "--retrain-seeds needs distinct seeds"),
+        (["--fleet", "local:0"], "write local:N"),
+        (["--fleet", "local:two"], "write local:N"),
     ],
 )
 def test_benchmark_cli_refuses_bad_designs_before_training(tmp_path, capsys, argv, match):

@@ -121,6 +121,18 @@ def local_fleet(n_workers: int = 2) -> Any:
         )
 
 
+def local_workers(spec: str) -> int | None:
+    """The ``N`` of a ``--fleet local:N`` value (``None`` for a scheduler address); raise on a malformed one."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"`--fleet` must be local:N or a scheduler address such as tcp://host:8786; got {spec!r}.")
+    if not spec.startswith("local:"):
+        return None
+    n = spec.removeprefix("local:")
+    if not n.isdigit() or int(n) < 1:
+        raise ValueError(f"`--fleet`={spec!r}: write local:N with N >= 1 worker processes, e.g. local:2.")
+    return int(n)
+
+
 @contextlib.contextmanager
 def fleet_client(spec: str | None) -> Iterator[Any]:
     """A :class:`distributed.Client` for a command-line ``--fleet`` value, closed on exit.
@@ -135,11 +147,9 @@ def fleet_client(spec: str | None) -> Iterator[Any]:
         from distributed import Client
     except ImportError as err:  # pragma: no cover - the extra is installed in the test environment
         raise ImportError(f"`--fleet` runs jobs on a Dask cluster and needs Dask's scheduler: {FLEET_EXTRA}.") from err
-    if spec.startswith("local:"):
-        n = spec.removeprefix("local:")
-        if not n.isdigit() or int(n) < 1:
-            raise ValueError(f"`--fleet`={spec!r}: write local:N with N >= 1 worker processes, e.g. local:2.")
-        with local_cluster(int(n)) as cluster, Client(cluster) as client:
+    n = local_workers(spec)
+    if n is not None:
+        with local_cluster(n) as cluster, Client(cluster) as client:
             yield client
         return
     with Client(spec) as client:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from scforget._core import local_workers
+
 
 @dataclass
 class BenchmarkConfig:
@@ -139,6 +141,8 @@ class BenchmarkConfig:
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"--{name.replace('_', '-')} needs distinct seeds; got {values}.")
+        if self.fleet is not None:
+            local_workers(self.fleet)  # a malformed --fleet fails here, before any cluster or training
         if not 0 <= self.calibration_fraction < 1:
             raise ValueError(f"--calibration-fraction must lie in [0, 1); got {self.calibration_fraction}.")
         if self.primary_attack not in ("loss", "kl", "classifier", "distance", "lira"):
