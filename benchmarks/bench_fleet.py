@@ -10,7 +10,7 @@ members are 300 of its training cells and its non-members 300 of the other cells
 :func:`scforget.audit` with ``attacks=("lira", "rmia")`` then trains ``--n-reference`` reference
 models (``--epochs`` epochs each) three times: one after another in this process (``fleet=None``)
 with torch on every core, the same with torch on one thread, and on ``--workers`` local worker
-processes with one thread each (:func:`scforget._core.local_cluster`, what ``--fleet local:N``
+processes with one thread each (:func:`scforget.local_fleet`, what ``--fleet local:N``
 starts). Reported: the wall times (the cluster's start-up excluded, its workers' first imports
 included), their ratios, and the largest differences between the paths' per-cell scores. The
 one-thread sequential run must give the fleet's scores exactly; with every core, float32 sums run
@@ -35,14 +35,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/issue13/fleet.md"))
     args = parser.parse_args()
 
-    import distributed
     import numpy as np
     import scanpy as sc
     import scvi
     import torch
 
     import scforget as sf
-    from scforget._core import local_cluster
 
     adata = sf.datasets.pbmc3k()
     adata = adata[adata.obs["qc_pass"].to_numpy()].copy()
@@ -84,7 +82,7 @@ def main() -> None:
     here_one = sf.audit(model, **kw)
     sequential_one_s = time.perf_counter() - start
     torch.set_num_threads(threads)
-    with local_cluster(args.workers) as cluster, distributed.Client(cluster) as client:
+    with sf.local_fleet(args.workers) as client:
         start = time.perf_counter()
         there = sf.audit(model, fleet=client, **kw)
         fleet_s = time.perf_counter() - start

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import scforget as sf
-from scforget._core import check_fleet, local_cluster, run_jobs
+from scforget._core import check_fleet, run_jobs
 
 from .conftest import same_tensors
 
@@ -17,7 +17,7 @@ distributed = pytest.importorskip("distributed")
 def client():
     # processes=True: each worker is its own interpreter, as on a cluster; one torch thread each, as
     # the tests' own process (conftest), so both paths sum in the same order
-    with local_cluster(2) as cluster, distributed.Client(cluster) as c:
+    with sf.local_fleet(2) as c:
         yield c
 
 

@@ -9,7 +9,7 @@ from ._checks import AUDIT_CLASSES, FISHER_CLASSES, UNLEARN_CLASSES, check_count
 from ._clone import clone_model, copy_bookkeeping, fresh_model, from_payload, init_kwargs, model_payload
 from ._distributed import ddp_strategy, is_multiprocess, with_ddp_strategy
 from ._docs import doc_params
-from ._fleet import FLEET_EXTRA, check_fleet, fleet_client, local_cluster, local_fleet, local_workers, run_jobs
+from ._fleet import FLEET_EXTRA, check_fleet, fleet_client, local_fleet, local_workers, run_jobs
 from ._forward import (
     decode,
     inference,
@@ -87,7 +87,6 @@ __all__ = [
     "init_kwargs",
     "kl_to_prior",
     "latent_point",
-    "local_cluster",
     "local_fleet",
     "local_workers",
     "log_prob",

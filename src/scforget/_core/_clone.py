@@ -38,23 +38,25 @@ def fresh_model(model: BaseModelClass, **overrides) -> BaseModelClass:
         return type(model)(model.adata, **{**init_kwargs(model), **overrides})
 
 
-def copy_bookkeeping(src: BaseModelClass, dst: BaseModelClass) -> None:
-    """Copy training indices, history and every public attribute ending in ``_`` from ``src`` to ``dst``."""
-    for attr in _COPIED:
-        setattr(dst, attr, copy.deepcopy(getattr(src, attr, None)))
-    for attr, value in vars(src).items():
-        if attr.endswith("_") and not attr.startswith("_") and attr not in _COPIED and attr != "init_params_":
-            setattr(dst, attr, copy.deepcopy(value))
-
-
-def model_payload(model: BaseModelClass) -> dict:
-    """A trained model's weights (CPU tensors) and bookkeeping, without its AnnData: what a fleet job returns."""
+def _bookkeeping(model: BaseModelClass) -> dict:
+    """Deep copies of training indices, history and every public attribute ending in ``_`` of ``model``."""
     attrs = {attr: copy.deepcopy(getattr(model, attr, None)) for attr in _COPIED}
     for attr, value in vars(model).items():
         if attr.endswith("_") and not attr.startswith("_") and attr not in _COPIED and attr != "init_params_":
             attrs[attr] = copy.deepcopy(value)
+    return attrs
+
+
+def copy_bookkeeping(src: BaseModelClass, dst: BaseModelClass) -> None:
+    """Copy training indices, history and every public attribute ending in ``_`` from ``src`` to ``dst``."""
+    for attr, value in _bookkeeping(src).items():
+        setattr(dst, attr, value)
+
+
+def model_payload(model: BaseModelClass) -> dict:
+    """A trained model's weights (CPU tensors) and bookkeeping, without its AnnData: what a fleet job returns."""
     state = {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()}
-    return {"state": state, "attrs": attrs}
+    return {"state": state, "attrs": _bookkeeping(model)}
 
 
 def from_payload(template: BaseModelClass, payload: dict) -> BaseModelClass:

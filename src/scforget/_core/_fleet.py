@@ -76,21 +76,6 @@ def run_jobs(
 WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 
 
-@contextlib.contextmanager
-def local_cluster(n_workers: int) -> Iterator[Any]:
-    """A Dask ``LocalCluster`` of ``n_workers`` processes with one thread each, set up for torch training."""
-    import dask
-    from distributed import LocalCluster
-
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_ENVIRON)}),
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-        ) as cluster,
-    ):
-        yield cluster
-
-
 def local_fleet(n_workers: int = 2) -> Any:
     """A :class:`distributed.Client` on ``n_workers`` local worker processes, one thread each, for ``fleet=``.
 
@@ -149,7 +134,7 @@ def fleet_client(spec: str | None) -> Iterator[Any]:
         raise ImportError(f"`--fleet` runs jobs on a Dask cluster and needs Dask's scheduler: {FLEET_EXTRA}.") from err
     n = local_workers(spec)
     if n is not None:
-        with local_cluster(n) as cluster, Client(cluster) as client:
+        with local_fleet(n) as client:
             yield client
         return
     with Client(spec) as client:

@@ -312,7 +312,8 @@ class ShardedSCVI:
         with quiet_training():  # S x R trainer runs: keep Lightning's per-run banners out of notebooks
             results = run_jobs(_shard_job, [{"shard": s} for s in range(self.n_shards)], fleet=fleet, shared=shared)
         for s, result in enumerate(results):
-            self.shards[s] = from_payload(self.shards[s], result["payload"])
+            if fleet is not None:  # without a fleet the jobs trained this ensemble's own shards in place
+                self.shards[s] = from_payload(self.shards[s], result["payload"])
             self.checkpoints_[s] = result["checkpoints"]
             self.latent_stats_[s] = result["latent_stats"]
         self.train_indices = train
