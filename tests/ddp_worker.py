@@ -1,4 +1,4 @@
-"""Train, unlearn and shard-train a tiny scVI with Lightning on ``devices`` CPU processes; save the parameters.
+"""Train, unlearn, shard-train and DP-train a tiny scVI with Lightning on ``devices`` CPU processes; save the parameters.
 
 Run as a script (Lightning's DDP launcher re-executes it once per extra process)::
 
@@ -86,6 +86,23 @@ def main(devices: int, out: str) -> None:
     )
     for s, shard in enumerate(ens.shards):
         keep(f"sisa{s}", shard)
+    # DP-SGD: every cell is in every step (one step per epoch, q = 1), so both runs clip the same
+    # per-cell gradients; the noise (same seed) must be drawn once, not once per process
+    scvi.settings.seed = 0  # the same initial weights in both runs (the phases above drew differently)
+    private = sf.model.SCVI(adata, n_hidden=16, n_latent=4, dropout_rate=0.0, use_batch_norm="none")
+    record = private.train_private(
+        50.0,
+        max_epochs=3,
+        batch_size=(N_RETAIN + N_FORGET) // devices,
+        train_size=1.0,
+        seed=0,
+        plan_kwargs={"lr": 1e-3},
+        enable_progress_bar=False,
+        **dist,
+    )
+    keep("dpsgd", private)
+    for field in ("epsilon", "noise_multiplier", "sample_rate", "expected_batch_size", "steps", "processes"):
+        params[f"record/{field}"] = np.asarray(record[field])
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         np.savez(out, **params)
 

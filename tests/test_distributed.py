@@ -89,7 +89,12 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     two = _run(2, tmp_path / "two.npz")
     assert one.keys() == two.keys()
     phases = {k.split("/")[0] for k in one}
-    assert phases == {"train", "neggrad_plus", "retrain", "sisa0", "sisa1"}
+    assert phases == {"train", "neggrad_plus", "retrain", "sisa0", "sisa1", "dpsgd", "record"}
+    # DP-SGD: the same mechanism and accounting, only spread over two processes
+    assert int(one.pop("record/processes")) == 1 and int(two.pop("record/processes")) == 2
+    for field in ("epsilon", "noise_multiplier", "sample_rate", "expected_batch_size", "steps"):
+        key = f"record/{field}"
+        assert float(two.pop(key)) == float(one.pop(key)), field
     for key in one:
         # float32 all-reduce of the same mean in another summation order: ~1e-8 measured
         np.testing.assert_allclose(two[key], one[key], rtol=0, atol=1e-6, err_msg=key)

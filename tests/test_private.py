@@ -8,12 +8,22 @@ import numpy as np
 import pytest
 import scvi
 import torch
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.grad_sample import GradSampleModule
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 import scforget as sf
 from scforget._core import minibatches, negative_elbo
-from scforget.methods._private import DPVAE, PrivateTrainingPlan, freeze_unused, poisson_loader
+from scforget.methods._private import (
+    DPVAE,
+    PoissonData,
+    PoissonSampler,
+    PrivateTrainingPlan,
+    check_private_strategy,
+    freeze_unused,
+    poisson_loader,
+)
 
 from .conftest import same_state, state_snapshot, train_tiny
 
@@ -95,6 +105,81 @@ def test_clipping_and_noise_match_the_mechanism(ln_model, dc_split):
     plan.on_train_end()
 
 
+def test_poisson_sampler_in_one_process_draws_what_opacus_draws():
+    ours = list(PoissonSampler(50, 0.1, steps=30, seed=7))
+    theirs = list(UniformWithReplacementSampler(
+        num_samples=50, sample_rate=0.1, steps=30, generator=torch.Generator().manual_seed(7)
+    ))  # fmt: skip
+    assert ours == theirs and len(ours) == 30
+
+
+def test_poisson_sampler_shards_are_disjoint_independent_and_take_every_step():
+    n, q, steps, world = 101, 0.2, 2000, 3
+    ranks = [PoissonSampler(n, q, steps, seed=5, rank=r, world_size=world) for r in range(world)]
+    shares = [set(s.positions.tolist()) for s in ranks]
+    assert set().union(*shares) == set(range(n)) and sum(len(x) for x in shares) == n
+    masks = []
+    for s in ranks:
+        batches = list(s)
+        assert len(batches) == steps  # empty minibatches are steps too (DDP needs the same count)
+        m = np.zeros((steps, n), dtype=bool)
+        for t, b in enumerate(batches):
+            m[t, b] = True
+        masks.append(m)
+    union = masks[0] | masks[1] | masks[2]
+    # each cell is in each step with probability q: binomial sd of the mean over n * steps draws
+    sd = math.sqrt(q * (1 - q) / (n * steps))
+    assert abs(union.mean() - q) < 5 * sd
+    # the processes draw independently: the correlation of paired positions (rank 0's i-th cell with
+    # rank 1's i-th cell) over steps has sd 1 / sqrt(N) under independence; shared seeds would give 1
+    a, b = masks[0][:, 0::world][:, :33].ravel(), masks[1][:, 1::world][:, :33].ravel()
+    r = np.corrcoef(a, b)[0, 1]
+    assert abs(r) < 5 / math.sqrt(a.size)
+    with pytest.raises(ValueError, match="`rank`"):
+        PoissonSampler(n, q, steps, seed=0, rank=3, world_size=3)
+
+
+def test_poisson_loader_steps_count_every_process(pbmc_small):
+    sf.model.SCVI.setup_anndata(pbmc_small)
+    model = sf.model.SCVI(pbmc_small, n_hidden=16, n_latent=4, **LAYER_NORM)
+    cells = np.arange(300)
+    one = poisson_loader(model.adata_manager, cells, batch_size=64, seed=0)
+    two = poisson_loader(model.adata_manager, cells, batch_size=64, seed=0, rank=1, world_size=2)
+    assert len(one) == 5 and len(two) == 3  # ceil(300 / 64) and ceil(300 / (64 * 2))
+    assert len(two.dataset) == 300  # every process holds all cells (Opacus' distributed accounting)
+    data = PoissonData(model.adata_manager, cells, batch_size=64, seed=0)
+    assert data() is data() and len(data()) == 5  # outside a process group: the one-process loader
+
+
+@pytest.mark.parametrize(
+    ("strategy", "refused"),
+    [
+        (None, None),
+        ("auto", None),
+        ("ddp", None),
+        ("ddp_find_unused_parameters_true", None),
+        ("ddp_spawn", "child processes"),
+        ("ddp_fork_find_unused_parameters_true", "child processes"),
+        ("ddp_notebook", "child processes"),
+        ("fsdp", "sharded parameters"),
+        ("deepspeed_stage_2", "sharded parameters"),
+    ],
+)
+def test_private_strategies(strategy, refused):
+    kwargs = {} if strategy is None else {"strategy": strategy}
+    if refused is None:
+        check_private_strategy(kwargs)
+    else:
+        with pytest.raises(ValueError, match=refused):
+            check_private_strategy(kwargs)
+
+
+def test_private_strategy_objects():
+    check_private_strategy({"strategy": SingleDeviceStrategy("cpu")})
+    with pytest.raises(ValueError, match="strategy='ddp'"):
+        check_private_strategy({"strategy": DDPStrategy()})
+
+
 @pytest.mark.parametrize(("accountant", "cls"), [("rdp", RDPAccountant), ("prv", PRVAccountant)])
 def test_train_private_reports_what_the_accountant_says(pbmc_small, dc_split, accountant, cls):
     sf.model.SCVI.setup_anndata(pbmc_small)
@@ -137,8 +222,9 @@ def test_train_private_refuses_batchnorm_and_bad_arguments(pbmc_small):
         ({"target_epsilon": 3.0, "max_grad_norm": -1.0}, ValueError, "max_grad_norm"),
         ({"target_epsilon": 3.0, "batch_size": True}, TypeError, "batch_size"),
         ({"target_epsilon": 3.0, "gradient_clip_val": 1.0}, TypeError, "max_grad_norm"),
-        ({"target_epsilon": 3.0, "devices": 2, "strategy": "ddp"}, ValueError, "DP-SGD trains in one process"),
-        ({"target_epsilon": 3.0, "devices": [0, 1]}, ValueError, "`devices`=\\[0, 1\\]"),
+        ({"target_epsilon": 3.0, "devices": 2, "strategy": "ddp_spawn"}, ValueError, "child processes"),
+        ({"target_epsilon": 3.0, "devices": 2, "strategy": "fsdp"}, ValueError, "sharded parameters"),
+        ({"target_epsilon": 3.0, "strategy": DDPStrategy()}, ValueError, "strategy object"),
     ]:
         with pytest.raises(error, match=match):
             ln.train_private(**kwargs)
@@ -168,7 +254,7 @@ def test_dpsgd_method_retrains_privately(trained_scvi, dc_split, tmp_path, pbmc_
         ({"target_epsilon": -1.0}, ValueError, "target_epsilon"),
         ({"accountant": "gdp"}, ValueError, "accountant"),
         ({"max_grad_norm": 0}, ValueError, "max_grad_norm"),
-        ({"devices": 2, "strategy": "ddp"}, ValueError, "DP-SGD trains in one process"),
+        ({"devices": 2, "strategy": "ddp_notebook"}, ValueError, "child processes"),
     ],
 )
 def test_dpsgd_bad_arguments_fail_before_work(trained_scvi, dc_split, kwargs, error, match):

@@ -7,7 +7,7 @@ cloning and training recipes, minibatch helpers and quiet training.
 
 from ._checks import AUDIT_CLASSES, FISHER_CLASSES, UNLEARN_CLASSES, check_counts, check_model
 from ._clone import clone_model, copy_bookkeeping, fresh_model, from_payload, init_kwargs, model_payload
-from ._distributed import ddp_strategy, is_multiprocess, with_ddp_strategy
+from ._distributed import ddp_strategy, is_multiprocess, process_rank, spawns_children, with_ddp_strategy
 from ._docs import doc_params
 from ._fleet import FLEET_EXTRA, check_fleet, fleet_client, local_fleet, local_workers, run_jobs
 from ._forward import (
@@ -84,6 +84,8 @@ __all__ = [
     "has_batchnorm",
     "inference",
     "is_multiprocess",
+    "process_rank",
+    "spawns_children",
     "init_kwargs",
     "kl_to_prior",
     "latent_point",

@@ -35,6 +35,24 @@ def with_ddp_strategy(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def process_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in the running ``torch.distributed`` group; ``(0, 1)`` outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank()), int(dist.get_world_size())
+    return 0, 1
+
+
+#: Strategies that run the training in processes other than the caller's (results come back as weights only).
+_CHILD_PROCESS = ("spawn", "fork", "notebook")
+
+
+def spawns_children(strategy: Any) -> bool:
+    """Whether ``strategy`` (a Lightning name) trains in child processes rather than in the calling one."""
+    return isinstance(strategy, str) and any(name in strategy for name in _CHILD_PROCESS)
+
+
 def is_multiprocess(devices: Any, strategy: Any = None) -> bool:
     """Whether Lightning would train with several processes for these ``devices`` and ``strategy``.
 

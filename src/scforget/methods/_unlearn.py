@@ -32,6 +32,7 @@ from scforget.data import as_positions
 
 from ._checkpoint import CHECKPOINT_ATTR, RewindCheckpoint
 from ._context import UnlearnContext
+from ._private import PRIVACY_ATTR, check_private_strategy
 from ._record import RECORDS_ATTR, _key_bytes, make_record, request_fields
 from ._registry import MethodSpec, default_params, get_method
 
@@ -279,6 +280,8 @@ def unlearn(
             f"{retain_pos.size} retain cell(s). Use a `batch_size` of at least 2 and keep at least two retain cells."
         )
     _check_scheduler(spec, params, validation)
+    if spec.name == "dpsgd" or (spec.name == "retrain" and getattr(model, PRIVACY_ATTR, None)):
+        check_private_strategy(trainer_kwargs)  # DP-SGD (a private model retrains privately)
     if spec.check is not None:
         spec.check(model, params, forget_pos)
     check_counts(model)

@@ -19,7 +19,7 @@ from scforget._core import (
     split_cells,
 )
 from scforget.methods._checkpoint import CHECKPOINT_ATTR
-from scforget.methods._private import check_one_process, check_private_architecture, train_private
+from scforget.methods._private import check_private_architecture, check_private_strategy, train_private
 
 from ._mixin import UnlearningMixin
 
@@ -152,9 +152,12 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
         seed
             Seed of the sampling and the noise; ``None`` follows :attr:`scvi.settings.seed`.
         accelerator, devices
-            Passed to Lightning; one device (``"auto"`` means one, not every GPU). DP-SGD runs in one
-            process: a DDP strategy or several devices are refused, since Opacus' accounting covers one
-            Poisson sampler with one noise draw per step.
+            Passed to Lightning (``"auto"`` means one device, not every GPU). With ``devices=N`` (and
+            ``strategy="ddp"``, the default then) training runs in N processes under Lightning DDP:
+            each draws its own Poisson share of the cells, Opacus' distributed optimiser adds the noise
+            once and sums the processes' gradients, and the record is the same as in one process.
+            ``batch_size`` is per process, as in scvi-tools. Strategies that train in child processes
+            (``ddp_spawn``, ``ddp_notebook``) or shard parameters are refused.
         **trainer_kwargs
             Arguments of :class:`scvi.train.Trainer`.
 
@@ -170,7 +173,7 @@ class SCVI(UnlearningMixin, scvi.model.SCVI):
         from scforget._core import default_max_epochs
 
         check_private_architecture(self.module)
-        check_one_process(devices, trainer_kwargs)
+        check_private_strategy(trainer_kwargs)
         target_epsilon = check_number(target_epsilon, "target_epsilon", minimum=0, exclusive_minimum=True)
         target_delta = check_number(
             target_delta, "target_delta", minimum=0, maximum=1, exclusive_minimum=True, allow_none=True
