@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
@@ -18,8 +20,60 @@ def is_minified(model: BaseModelClass) -> bool:
     return getattr(model, "minified_data_type", None) is not None
 
 
+class BackedRows:
+    """Minibatches of the rows ``positions`` of a backed AnnData, in the order given, read by ranges.
+
+    scvi-tools' ``AnnDataLoader`` hands its ``AnnTorchDataset`` the rows of every minibatch as a
+    list, which a backed AnnData reads row by row (two HDF5 reads per cell), and the dataset sorts
+    them for HDF5, so a minibatch of unsorted rows comes back in another order than asked. Here
+    each minibatch is read from the same dataset as one ``slice`` when its rows, sorted, are a run
+    (one read), else as its sorted rows, and is put back in the order of ``positions``.
+    """
+
+    def __init__(self, dataset, positions: np.ndarray, batch_size: int):
+        self.dataset = dataset
+        self.positions, self.batch_size = np.asarray(positions, dtype=np.int64), int(batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.positions.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        import torch
+
+        for start in range(0, self.positions.size, self.batch_size):
+            rows = self.positions[start : start + self.batch_size]
+            order = np.argsort(rows, kind="stable")
+            ranked = rows[order]
+            run = ranked[-1] - ranked[0] + 1 == ranked.size and np.all(np.diff(ranked) == 1)
+            batch = self.dataset[slice(int(ranked[0]), int(ranked[-1]) + 1) if run else ranked]
+            batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+            if not np.array_equal(order, np.arange(rows.size)):
+                back = torch.as_tensor(np.argsort(order))
+                batch = {k: v[back] for k, v in batch.items()}
+            yield batch
+
+
 def make_data_loader(model: BaseModelClass, indices, batch_size: int | None = None, shuffle: bool = False, **kwargs):
-    """Inference data loader over ``indices`` of ``model.adata`` (wraps ``model._make_data_loader``)."""
+    """Inference data loader over ``indices`` of ``model.adata`` (wraps ``model._make_data_loader``).
+
+    On a backed AnnData read by scvi-tools' plain ``AnnDataLoader``, in-order minibatches come
+    instead from the same ``AnnTorchDataset`` through :class:`BackedRows`: the same tensors, rows in
+    the order of ``indices``, contiguous rows read at once.
+    """
+    from scvi import settings
+    from scvi.dataloaders import AnnDataLoader
+
+    idx = np.asarray(indices)
+    if (
+        not shuffle
+        and not kwargs
+        and model.adata.isbacked
+        and model._data_loader_cls is AnnDataLoader
+        and idx.dtype.kind in "iu"
+        and idx.size > 0
+    ):
+        size = settings.batch_size if batch_size is None else batch_size
+        return BackedRows(model.adata_manager.create_torch_dataset(), idx, size)
     return model._make_data_loader(adata=model.adata, indices=indices, batch_size=batch_size, shuffle=shuffle, **kwargs)
 
 
