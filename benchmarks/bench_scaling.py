@@ -11,7 +11,7 @@ throughput measurement, and an audited model must have been trained on the file 
 then, in a fresh subprocess per N so that peak memory is that size's own, it opens the file backed
 (``anndata.read_h5ad(path, backed="r")``: the counts stay on disk), loads the model onto it and
 computes :func:`scforget.privacy.signals` for every cell, with the kNN distance to every other cell
-(exact search up to 50,000 reference cells, NN-descent above); with ``--task fisher`` it computes
+(exact search up to 50,000 reference cells, then ``knn_search="auto"``: a k-d tree up to 250,000 queries, faiss' inverted-file index above); with ``--task fisher`` it computes
 instead the per-sample diagonal Fisher (:func:`scforget.fisher.diagonal`, negative ELBO, vectorised
 engine) over every cell. Reported per N: wall time, cells per second, and the subprocess's peak
 resident memory (``ru_maxrss``). The ratios

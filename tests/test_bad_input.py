@@ -181,6 +181,17 @@ def test_counts_with_nan_inf_or_negatives_are_refused_everywhere(trained_scvi, p
     assert same_state(trained_scvi, snap)
 
 
+@pytest.mark.parametrize("layout", ["run", "gaps", "unsorted"])
+def test_check_counts_finds_a_bad_cell_whichever_rows_it_reads(trained_scvi, pbmc_small, layout):
+    from scforget._core import check_counts
+
+    _with_bad_counts(pbmc_small, 23, -1.0)
+    rows = {"run": np.arange(10, 40), "gaps": np.r_[10:20, 23, 30:40], "unsorted": np.array([39, 23, 5, 11])}[layout]
+    with pytest.raises(ValueError, match="negative"):
+        check_counts(trained_scvi, rows, chunk=7)  # the bad cell is in neither the first chunk nor alone
+    check_counts(trained_scvi, np.setdiff1d(rows, [23]), chunk=7)  # and only that cell is bad
+
+
 def test_bad_counts_outside_the_audited_cells_are_refused_too(trained_scvi, pbmc_small, dc_split):
     _with_bad_counts(pbmc_small, dc_split.retain[0], np.nan)  # a reference cell of the distance attack
     with pytest.raises(ValueError, match="NaN"):

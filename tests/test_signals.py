@@ -145,12 +145,12 @@ def test_knn_method_follows_the_sizes():
     assert knn_method(10**6, 50_000, 10) == "brute"
     assert knn_method(5_000, 2_000_000, 10) == "kdtree"  # a few thousand audited cells against an atlas
     assert knn_method(KDTREE_MAX_QUERIES, 200_000, KDTREE_MAX_DIM) == "kdtree"
-    assert knn_method(KDTREE_MAX_QUERIES + 1, 200_000, 10) == "nndescent"  # an atlas against itself
-    assert knn_method(5_000, 200_000, KDTREE_MAX_DIM + 1) == "nndescent"  # a tree degrades with dimension
+    assert knn_method(KDTREE_MAX_QUERIES + 1, 200_000, 10) == "ivf"  # an atlas against itself
+    assert knn_method(5_000, 200_000, KDTREE_MAX_DIM + 1) == "ivf"  # a tree degrades with dimension
     # the caller's preference beyond the brute-force range; brute force below it whatever is asked
     assert knn_method(10**6, 10**6, 10, search="exact") == "kdtree"
     assert knn_method(10**6, 10**6, 64, search="exact") == "kdtree"
-    assert knn_method(5_000, 200_000, 10, search="approximate") == "nndescent"
+    assert knn_method(5_000, 200_000, 10, search="approximate") == "ivf"
     assert knn_method(5_000, 40_000, 10, search="approximate") == "brute"
 
 
@@ -189,8 +189,8 @@ def test_approximate_knn_matches_the_exact_search_and_excludes_self():
 
     query, query_pos, ref, ref_pos = _clustered_latents()
     expected = _brute_force_knn(query, query_pos, ref, ref_pos, 10)
-    approx = knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="nndescent")
-    # NN-descent is approximate: nearly every query gets its exact neighbours, none is far off
+    approx = knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="ivf")
+    # the inverted-file search is approximate: nearly every query gets its exact neighbours, none is far off
     close = np.isclose(approx, expected, rtol=1e-5)
     assert close.mean() >= 0.98
     assert np.all(approx >= expected * (1 - 1e-5)) and np.all(approx <= expected * 1.05)
@@ -198,7 +198,27 @@ def test_approximate_knn_matches_the_exact_search_and_excludes_self():
     with_self = np.sort(np.sqrt(((query[:200, None] - ref[None]) ** 2).sum(-1)), axis=1)[:, :10].mean(1)
     assert np.all(approx[:200] > with_self)
     # seeded: the same search twice gives the same answer
-    np.testing.assert_array_equal(approx, knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="nndescent"))
+    np.testing.assert_array_equal(approx, knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="ivf"))
+
+
+def test_approximate_knn_probes_a_few_lists_of_a_large_reference():
+    """60,000 reference cells: 979 k-means lists, 32 probed (3%); still nearly exact, never below exact."""
+    from scforget.privacy._signals import IVF_NPROBE, knn_distance
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=4.0, size=(40, 10))
+    ref = centres[rng.integers(0, 40, 60_000)] + rng.normal(size=(60_000, 10))
+    ref_pos = np.arange(60_000)
+    query_pos = rng.choice(60_000, 500, replace=False)
+    query = ref[query_pos]
+    expected = np.empty(500)
+    for start in range(0, 500, 100):  # the independent brute force, in blocks
+        sl = slice(start, start + 100)
+        expected[sl] = _brute_force_knn(query[sl], query_pos[sl], ref, ref_pos, 10)
+    approx = knn_distance(query, query_pos, ref, ref_pos, 10, seed=0, method="ivf")
+    assert IVF_NPROBE < round(4 * np.sqrt(60_000)) // 10  # the search really is restricted
+    assert np.all(approx >= expected * (1 - 1e-5))  # a subset of the candidates: never nearer than exact
+    assert np.isclose(approx, expected, rtol=1e-5).mean() >= 0.95 and np.all(approx <= expected * 1.10)
 
 
 def test_signals_on_backed_anndata_equal_the_in_memory_ones(trained_scvi, backed_scvi):

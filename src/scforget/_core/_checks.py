@@ -146,12 +146,16 @@ def check_counts(model: BaseModelClass, positions: np.ndarray | None = None, *, 
     keys = [REGISTRY_KEYS.X_KEY]
     if REGISTRY_KEYS.PROTEIN_EXP_KEY in model.adata_manager.data_registry:
         keys.append(REGISTRY_KEYS.PROTEIN_EXP_KEY)
-    rows = np.arange(model.adata.n_obs) if positions is None else np.asarray(positions, dtype=np.int64)
+    # the order does not matter for counting: sorted rows, with runs read as slices (a backed matrix
+    # reads an index array row by row, a slice at once)
+    rows = np.arange(model.adata.n_obs) if positions is None else np.unique(np.asarray(positions, dtype=np.int64))
     for key in keys:
         data = model.adata_manager.get_from_registry(key)
         nan = inf = neg = 0
         for start in range(0, rows.size, chunk):
-            block = data[rows[start : start + chunk]]
+            part = rows[start : start + chunk]
+            index = slice(int(part[0]), int(part[-1]) + 1) if part[-1] - part[0] + 1 == part.size else part
+            block = data.iloc[index] if hasattr(data, "iloc") else data[index]  # rows of a DataFrame too
             block = block.to_numpy() if hasattr(block, "to_numpy") else block
             a, b, c = _bad_values(block)
             nan, inf, neg = nan + a, inf + b, neg + c

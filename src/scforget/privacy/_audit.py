@@ -135,7 +135,7 @@ def audit(
         Neighbours for matching and for the ``distance`` attack.
     knn_search
         The ``distance`` attack's search beyond 50,000 reference cells: ``"exact"`` (k-d tree),
-        ``"approximate"`` (NN-descent: faster for an atlas against itself, far more memory) or
+        ``"approximate"`` (faiss' inverted-file index: faster for an atlas against itself) or
         ``"auto"`` (see :func:`scforget.privacy.signals`).
     attacks
         Attacks to run.
