@@ -202,7 +202,7 @@ def test_approximate_knn_matches_the_exact_search_and_excludes_self():
 
 
 def test_approximate_knn_probes_a_few_lists_of_a_large_reference():
-    """60,000 reference cells: 979 k-means lists, 32 probed (3%); still nearly exact, never below exact."""
+    """60,000 reference cells: 980 k-means lists, 32 probed (3%); still nearly exact, never below exact."""
     from scforget.privacy._signals import IVF_NPROBE, knn_distance
 
     rng = np.random.default_rng(1)

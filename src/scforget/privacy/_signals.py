@@ -233,7 +233,7 @@ def _approximate_knn_distance(
 
     # faiss' inverted-file index: k-means cells over the reference (seeded), each query compared
     # exactly with the reference cells of its IVF_NPROBE nearest cells. Its memory is that of the
-    # float32 reference plus one id per row. Lists of about 4 * sqrt(n) cells (faiss' guideline) keep
+    # float32 reference plus one id per row. About 4 * sqrt(n) lists (faiss' guideline) keep
     # the k-means cheap: 3 s for a million cells, trained on at most 64 cells per list.
     ref32 = np.ascontiguousarray(ref, dtype=np.float32)
     n_ref, dim = ref32.shape
