@@ -61,7 +61,7 @@ def train(path: Path, epochs: int) -> Path:
     return out
 
 
-def measure(path: Path, model_dir: Path, batch_size: int, task: str = "signals") -> dict:
+def measure(path: Path, model_dir: Path, batch_size: int, task: str = "signals", knn_search: str = "auto") -> dict:
     """Signals (or the Fisher) of every cell of the backed file (run in its own process)."""
     import anndata as ad
     import numpy as np
@@ -78,7 +78,12 @@ def measure(path: Path, model_dir: Path, batch_size: int, task: str = "signals")
         finite = bool(np.isfinite(fisher.flat().numpy()).all()) and fisher.n_cells == adata.n_obs
     else:
         sig = sf.privacy.signals(
-            model, reference=np.arange(adata.n_obs), include_latent=False, batch_size=batch_size, progress_bar=False
+            model,
+            reference=np.arange(adata.n_obs),
+            include_latent=False,
+            batch_size=batch_size,
+            progress_bar=False,
+            knn_search=knn_search,
         )
         finite = bool(np.isfinite(sig[["recon_ll", "kl", "knn_distance"]].to_numpy()).all())
     wall = time.perf_counter() - t0
@@ -100,11 +105,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--task", choices=("signals", "fisher"), default="signals")
+    parser.add_argument("--knn-search", choices=("auto", "exact", "approximate"), default="auto")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--measure", nargs=2, default=None, help=argparse.SUPPRESS)  # subprocess entry
     args = parser.parse_args()
     if args.measure is not None:
-        print(json.dumps(measure(Path(args.measure[0]), Path(args.measure[1]), args.batch_size, args.task)))
+        measured = measure(Path(args.measure[0]), Path(args.measure[1]), args.batch_size, args.task, args.knn_search)
+        print(json.dumps(measured))
         return
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -112,7 +119,7 @@ def main() -> None:
         path = synthetic(args.work, n)
         model_dir = train(path, args.epochs)
         cmd = [sys.executable, __file__, "--measure", str(path), str(model_dir), "--batch-size", str(args.batch_size)]
-        cmd += ["--task", args.task]
+        cmd += ["--task", args.task, "--knn-search", args.knn_search]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode:
             sys.exit(f"measuring {path} failed:\n{run.stderr[-3000:]}")
