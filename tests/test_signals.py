@@ -219,6 +219,9 @@ def test_approximate_knn_probes_a_few_lists_of_a_large_reference():
     assert IVF_NPROBE < round(4 * np.sqrt(60_000)) // 10  # the search really is restricted
     assert np.all(approx >= expected * (1 - 1e-5))  # a subset of the candidates: never nearer than exact
     assert np.isclose(approx, expected, rtol=1e-5).mean() >= 0.95 and np.all(approx <= expected * 1.10)
+    # any integer seed (scvi.settings.seed can exceed a C int), deterministic
+    big = knn_distance(query, query_pos, ref, ref_pos, 10, seed=2**40 + 7, method="ivf")
+    np.testing.assert_array_equal(big, knn_distance(query, query_pos, ref, ref_pos, 10, seed=2**40 + 7, method="ivf"))
 
 
 def test_signals_on_backed_anndata_equal_the_in_memory_ones(trained_scvi, backed_scvi):

@@ -10,6 +10,8 @@ import torch
 
 from scforget import _compat
 
+from ._memory import release_free_memory
+
 if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
@@ -38,9 +40,14 @@ class Minibatches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    #: Minibatches between two hand-backs of freed memory to the OS (see :func:`release_free_memory`).
+    TRIM_EVERY = 4
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for tensors in self.loader:
+        for i, tensors in enumerate(self.loader, start=1):
             yield tensors if self.device is None else tensors_to(tensors, self.device)
+            if i % self.TRIM_EVERY == 0:
+                release_free_memory()
 
 
 def minibatches(

@@ -239,7 +239,8 @@ def _approximate_knn_distance(
     n_ref, dim = ref32.shape
     nlist = max(1, min(n_ref // 39, round(4 * math.sqrt(n_ref))))  # faiss wants >= 39 training cells per list
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
-    index.cp.seed, index.cp.niter, index.cp.max_points_per_centroid = int(seed), 10, 64
+    # faiss takes a C int seed; any Python int seed maps onto one
+    index.cp.seed, index.cp.niter, index.cp.max_points_per_centroid = int(seed) % 2**31, 10, 64
     index.train(ref32)
     index.add(ref32)
     index.nprobe = min(nlist, IVF_NPROBE)
