@@ -81,3 +81,18 @@ def test_in_memory_and_shuffled_loaders_stay_scvi_tools_own(twin_models):
     positions = np.arange(20)
     assert not isinstance(make_data_loader(memory, positions, batch_size=8), BackedRows)
     assert not isinstance(make_data_loader(backed, positions, batch_size=8, shuffle=True), BackedRows)
+
+
+def test_streaming_hands_freed_memory_back_every_few_minibatches(twin_models, monkeypatch):
+    import sys
+
+    from scforget._core import _tensors
+    from scforget._core._memory import release_free_memory
+
+    assert release_free_memory() is sys.platform.startswith("linux")  # glibc here, a no-op elsewhere
+    calls = []
+    monkeypatch.setattr(_tensors, "release_free_memory", lambda: calls.append(1))
+    _, backed = twin_models
+    batches = minibatches(backed, np.arange(90), batch_size=10)  # 9 minibatches
+    assert sum(1 for _ in batches) == 9
+    assert len(calls) == 9 // _tensors.Minibatches.TRIM_EVERY
