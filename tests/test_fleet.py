@@ -92,6 +92,7 @@ def test_sisa_shards_on_a_fleet_equal_the_sequential_ensemble(pbmc_small, client
         assert same_tensors(a.shards[s].module.state_dict(), b.shards[s].module.state_dict())
 
 
+@pytest.mark.slow  # two quick benchmarks (about 40 s); the fleet's audit and SISA paths stay in the default run
 def test_benchmark_on_a_fleet_equals_the_sequential_run(tmp_path):
     import pandas as pd
 
