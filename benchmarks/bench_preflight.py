@@ -1,4 +1,4 @@
-"""Time the pre-flight check on a benchmark run's baselines, at the benchmark's settings and at the defaults.
+"""Time the pre-flight check on a benchmark run's baselines, at its defaults and on every retain cell.
 
 Usage::
 
@@ -7,9 +7,10 @@ Usage::
 ``RUN_DIR`` is the output of a ``scforget benchmark --cache CACHE`` run; its ``config.json`` gives
 the data, designs and recipe, so the baseline of seed ``baseline_seeds[0]`` of every design is read
 back from the cache (nothing is trained). For each design the check runs twice, one after the other
-on the same machine: with its defaults (every retain cell, 5 null subsets) and with the
-benchmark's settings (:data:`scforget.benchmark._preflight.MAX_RETAIN` retain cells,
-:data:`~scforget.benchmark._preflight.N_NULL` null subsets). Each row gives the verdict, the scores
+on the same machine: with its defaults (``max_retain="auto"``: the retain Fisher from
+:data:`scforget.fisher._unlearnability.DEFAULT_MAX_RETAIN` random retain cells, or twice the forget
+set; :data:`~scforget.fisher._unlearnability.DEFAULT_N_NULL` null subsets), which the benchmark also
+uses, and with every retain cell and 5 null subsets (the defaults before 2026-12-07). Each row gives the verdict, the scores
 and the wall time as a ratio to the design's median retrain time recorded by the run.
 """
 
@@ -29,7 +30,6 @@ def main() -> None:
     from scforget.benchmark import BenchmarkConfig, prepare_data
     from scforget.benchmark._cache import ModelCache
     from scforget.benchmark._forget_designs import parse_designs
-    from scforget.benchmark._preflight import MAX_RETAIN, N_NULL
     from scforget.benchmark._protocol import baseline_recipe, design_split
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -60,7 +60,7 @@ def main() -> None:
             )
         model = hit[0]
         retrain_s = float(meta["timings_s"][f"{design.name}:retrain_s"])
-        for setting, kw in (("defaults", {}), ("benchmark", {"n_null": N_NULL, "max_retain": MAX_RETAIN})):
+        for setting, kw in (("defaults", {}), ("all retain", {"n_null": 5, "max_retain": None})):
             start = time.perf_counter()
             check = sf.fisher.unlearnability(
                 model,

@@ -72,6 +72,19 @@ furthest from the band on both designs in ``cos_dcnkb``), unlearning seeds 0-2, 
 Rule: a variant goes to the full protocol if it meets the target on both proxy designs with a lower
 B LiRA advantage than ``rw_cos1e2_20``; of two such, the lower B LiRA advantage. If neither does,
 this is reported as a negative result and nothing changes.
+
+Result (``proxy_reset``): neither. On B both keep the trace (LiRA advantage 0.114 and 0.142 against
+0.121 for ``rw_cos1e2_20``, band top 0.118; forget-minus-holdout NLL gap 4.1 and 5.2 nats against
+5.8, retrain 0.3), and on DC both push the forget cells further below the holdout (LiRA AUC 0.306
+and 0.278 against 0.349, retrain 0.495): the trace is not held by gene-specific weights. Nothing
+changes.
+
+Eighth run (written before it ran): the untuned pbmc3k and mouse-brain designs at the issue's
+protocol, 3 baseline seeds x 5 unlearning seeds and 5 retrain seeds (``cos_pbmc`` and ``cos_mouse``
+ran 1 x 3 and 3), with ``rewind``, ``rw_cos1e2_20`` and ``short_retrain``; the tables these runs give
+replace the one-baseline tables. The rule of the sixth run is kept: ``rewind``'s defaults become
+``rw_cos1e2_20``'s if it meets the target on more of the ten designs (DC, NK and B from
+``cos_dcnkb``); ties keep them. Every number is reported whatever it gives.
 """
 
 from __future__ import annotations

@@ -410,6 +410,26 @@ def test_unlearnability_reports_isolation_and_memorisation(scvi_model):
         fisher.unlearnability(model, split.forget, split.retain, max_retain=split.forget.size, **kw)
 
 
+def test_unlearnability_bounds_the_retain_cells_by_default(scvi_model, monkeypatch):
+    """``max_retain="auto"``: at most DEFAULT_MAX_RETAIN retain cells, never fewer than twice the forget set;
+    ``None`` reads every retain cell; another string is refused by name."""
+    from scforget.fisher import _unlearnability
+
+    model, split = scvi_model
+    kw = {"progress_bar": False, "seed": 0}
+    assert split.retain.size > 2 * split.forget.size + 10
+    monkeypatch.setattr(_unlearnability, "DEFAULT_MAX_RETAIN", 2 * split.forget.size + 10)
+    bounded = fisher.unlearnability(model, split.forget, split.retain, **kw)
+    assert bounded.overlap.retain.n_cells == 2 * split.forget.size + 10
+    monkeypatch.setattr(_unlearnability, "DEFAULT_MAX_RETAIN", 3)  # below twice the forget set: that wins
+    floor = fisher.unlearnability(model, split.forget, split.retain, **kw)
+    assert floor.overlap.retain.n_cells == 2 * split.forget.size
+    every = fisher.unlearnability(model, split.forget, split.retain, max_retain=None, **kw)
+    assert every.overlap.retain.n_cells == split.retain.size
+    with pytest.raises(ValueError, match="`max_retain` must be 'auto'"):
+        fisher.unlearnability(model, split.forget, split.retain, max_retain="all", **kw)
+
+
 def test_fisher_and_matched_negatives_stream_over_backed_anndata(trained_scvi, backed_scvi, dc_split):
     """Counts left on disk give the in-memory Fisher and matches, read minibatch by minibatch."""
     for estimator in ("per_sample", "sampled"):

@@ -11,18 +11,14 @@ if TYPE_CHECKING:
     from ._config import BenchmarkConfig
 
 
-#: The check's settings in the benchmark: 3 null subsets and the retain Fisher from 1,000 random retain cells keep
-#: its cost near 0.03x one retrain on pbmc3k (all retain cells and 5 null subsets: 0.03-0.07x).
-N_NULL = 3
-MAX_RETAIN = 1000
-
 
 def preflight_row(name: str, model, split: ForgetSplit, config: BenchmarkConfig, retrain_s: float) -> dict[str, Any]:
     """:func:`scforget.fisher.unlearnability` on a design's baseline, before any unlearning.
 
     The calibration cells (never audited) feed the memorisation score; the wall time is reported as
-    a ratio to the design's median retrain. Settings: :data:`N_NULL` null subsets, the retain Fisher
-    from :data:`MAX_RETAIN` random retain cells.
+    a ratio to the design's median retrain. The check runs at its defaults (the retain Fisher from at
+    most :data:`~scforget.fisher._unlearnability.DEFAULT_MAX_RETAIN` random retain cells), as a user
+    would run it.
     """
     from scforget.fisher import unlearnability
 
@@ -32,8 +28,6 @@ def preflight_row(name: str, model, split: ForgetSplit, config: BenchmarkConfig,
         split.forget,
         split.retain,
         calibration=split.calibration if split.calibration.size >= 2 else None,
-        n_null=N_NULL,
-        max_retain=MAX_RETAIN,
         seed=config.split_seed,
         retrain_seconds=retrain_s,
         progress_bar=False,

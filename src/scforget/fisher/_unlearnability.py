@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
     from scforget.data import CellSpec
+
+#: Retain cells the Fisher is estimated from with ``max_retain="auto"`` (at least twice the forget set).
+DEFAULT_MAX_RETAIN = 1000
+#: Null subsets drawn by default.
+DEFAULT_N_NULL = 3
 
 _MAIN = ("encoder", "bottleneck", "decoder_hidden", "decoder_output", "label_specific")
 
@@ -75,8 +80,8 @@ def unlearnability(
     calibration: CellSpec | None = None,
     entangled_above: float = 0.25,
     separable_below: float = 0.1,
-    n_null: int = 5,
-    max_retain: int | None = None,
+    n_null: int = DEFAULT_N_NULL,
+    max_retain: int | Literal["auto"] | None = "auto",
     seed: int | None = None,
     retrain_seconds: float | None = None,
     progress_bar: bool = True,
@@ -133,7 +138,10 @@ def unlearnability(
     max_retain
         Compute the retain Fisher (and draw the null subsets) from at most this many random retain
         cells: the Fisher is a mean over cells, so a large random subset estimates it closely at a
-        fraction of the cost. ``None`` uses every retain cell.
+        fraction of the cost, and the cost no longer grows with the training set. ``"auto"``:
+        :data:`DEFAULT_MAX_RETAIN` cells, or twice the forget set if that is more (the null subsets
+        are forget-sized draws from the retain cells against the rest). ``None`` uses every retain
+        cell (0.03-0.07x one retrain on pbmc3k, against 0.016-0.024x with ``"auto"``; benchmarks page).
     seed
         Seed of the null subsets; ``None`` follows :attr:`scvi.settings.seed`.
     retrain_seconds
@@ -174,10 +182,16 @@ def unlearnability(
         else as_positions(retain, names, argument="retain")
     )
     n_retain = int(r_all.size)  # what a retrain trains on, whatever the Fisher is estimated from
-    if max_retain is not None:
+    if isinstance(max_retain, str):
+        if max_retain != "auto":
+            raise ValueError(
+                f"`max_retain` must be 'auto', None (every retain cell) or a whole number; got {max_retain!r}."
+            )
+        max_retain = max(DEFAULT_MAX_RETAIN, 2 * f_pos.size)
+    elif max_retain is not None:
         max_retain = check_int(max_retain, "max_retain", minimum=2 * f_pos.size)
-        if r_all.size > max_retain:
-            r_all = np.sort(np.random.default_rng(seed).choice(r_all, size=max_retain, replace=False))
+    if max_retain is not None and r_all.size > max_retain:
+        r_all = np.sort(np.random.default_rng(seed).choice(r_all, size=max_retain, replace=False))
     ov = overlap(model, f_pos, r_all, null="random", n_null=n_null, seed=seed, progress_bar=progress_bar)
     t = ov.table
     evidence = t.loc[[c for c in t.index if c != "global"], ["n_params", "cosine", "null_cosine", "null_cosine_sd"]]
