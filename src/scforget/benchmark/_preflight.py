@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from ._config import BenchmarkConfig
 
 
-
 def preflight_row(name: str, model, split: ForgetSplit, config: BenchmarkConfig, retrain_s: float) -> dict[str, Any]:
     """:func:`scforget.fisher.unlearnability` on a design's baseline, before any unlearning.
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
 #: Default fine-tuning budget of ``method="rewind"``, as a share of the training epochs.
-REWIND_EPOCH_SHARE = 0.15
+REWIND_EPOCH_SHARE = 0.20
 
 
 SCHEDULE_CONFLICT = (
@@ -72,9 +72,9 @@ class RewindPlan(FinetunePlan):
         self,
         module,
         *,
-        lr: PositiveFloat = 3e-3,
+        lr: PositiveFloat = 1e-2,
         max_kl_weight: NonNegativeFloat | None = None,
-        anneal_lr: bool = False,
+        anneal_lr: bool = True,
         **kwargs,
     ):
         if anneal_lr and kwargs.get("reduce_lr_on_plateau"):
