@@ -143,23 +143,28 @@ def _reinitialise(model, ctx) -> None:
             param.normal_()
 
 
+def _after_checkpoint_load(model, ctx, inner, after) -> None:
+    """Run ``inner(model, ctx)`` with ``after(model, ctx)`` called right after the checkpoint is loaded."""
+    original = model.module.load_state_dict
+
+    def load_then(state_dict, *a, **k):
+        out = original(state_dict, *a, **k)
+        after(model, ctx)
+        return out
+
+    model.module.load_state_dict = load_then
+    try:
+        inner(model, ctx)
+    finally:
+        del model.module.load_state_dict
+
+
 def _scratch_runner(plan_cls):
     inner = _runner(plan_cls)
 
     def run(model, ctx) -> None:
         # load the checkpoint (for its KL weight and record), then overwrite its weights
-        original = model.module.load_state_dict
-
-        def load_then_reset(state_dict, *a, **k):
-            out = original(state_dict, *a, **k)
-            _reinitialise(model, ctx)
-            return out
-
-        model.module.load_state_dict = load_then_reset
-        try:
-            inner(model, ctx)
-        finally:
-            del model.module.load_state_dict
+        _after_checkpoint_load(model, ctx, inner, _reinitialise)
 
     return run
 
@@ -204,22 +209,15 @@ def _reset_at_checkpoint(select):
         inner = _runner(plan_cls)
 
         def run(model, ctx) -> None:
-            original = model.module.load_state_dict
             fresh = fresh_model(model).module.state_dict()
 
-            def load_then_reset(state_dict, *a, **k):
-                out = original(state_dict, *a, **k)
+            def reset(model, ctx) -> None:
                 own = model.module.state_dict()
                 with torch.no_grad():
                     for key, index in select(model, ctx, own).items():
                         own[key][index] = fresh[key][index]
-                return out
 
-            model.module.load_state_dict = load_then_reset
-            try:
-                inner(model, ctx)
-            finally:
-                del model.module.load_state_dict
+            _after_checkpoint_load(model, ctx, inner, reset)
 
         return run
 
