@@ -88,6 +88,14 @@ def synthetic_runs(baseline_shift, method_shift, *, n=60, nll=None, time=0.1):
     return pd.DataFrame(rows), scores
 
 
+def _retrain_runs(scores, attack):
+    return {
+        (b, seed): (cells[attack].to_numpy(np.float64), cells["label"].to_numpy().astype(bool))
+        for (_, method, b, seed), cells in scores.items()
+        if method == "retrain"
+    }
+
+
 CONFIG = BenchmarkConfig(primary_attack="loss", n_bootstrap=200)
 
 
@@ -111,6 +119,12 @@ def test_verdicts_follow_the_band_power_utility_and_time():
     runs, scores = synthetic_runs(1.5, -1.0)
     row = summarise(runs, scores, CONFIG).loc[("DC", "m")]
     assert not row["in_band"] and row["meets_target"] == "no"
+    # the two bounds the verdict used are in the table, from the retrain models alone
+    assert row["auc"] < row["band_auc_low"]
+    band = hierarchical_bootstrap(
+        _retrain_runs(scores, "loss"), n_bootstrap=max(CONFIG.n_bootstrap, 50), seed=CONFIG.split_seed
+    )
+    assert row["band_auc_low"] == pytest.approx(band.auc_low) and row["band_high"] == pytest.approx(band.advantage_high)
     # forgets but costs utility, or time
     runs, scores = synthetic_runs(1.5, 0.0, nll=103.0)
     assert summarise(runs, scores, CONFIG).loc[("DC", "m"), "meets_target"] == "no"

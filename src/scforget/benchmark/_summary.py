@@ -40,6 +40,7 @@ KEY_COLUMNS = (
     "advantage_low",
     "advantage_high",
     "band_high",
+    "band_auc_low",
     "in_band",
     "best_attack",
     "best_auc",
@@ -79,7 +80,8 @@ def summarise(runs: pd.DataFrame, scores: dict, config: BenchmarkConfig) -> pd.D
       the retrain reference at small sizes.
     - The retrain band is the retrain models' hierarchical-bootstrap interval of the same statistic.
       A method is inside it when its advantage is at most the band's top and its mean AUC is at least
-      the band's bottom AUC (no Streisand effect).
+      the band's bottom AUC (no Streisand effect); ``band_high`` and ``band_auc_low`` are those two
+      bounds.
     - A design is informative when the baseline's advantage interval lies above the retrain band;
       otherwise no method can be judged on it and ``meets_target`` says ``uninformative``.
     """
@@ -139,6 +141,7 @@ def summarise(runs: pd.DataFrame, scores: dict, config: BenchmarkConfig) -> pd.D
                     row[f"{prefix}advantage_low"] = e.advantage_low
                     row[f"{prefix}advantage_high"] = e.advantage_high
                     row[f"{prefix}band_high"] = band.advantage_high
+                    row[f"{prefix}band_auc_low"] = band.auc_low
                     row[f"{prefix}in_band"] = bool(e.advantage <= band.advantage_high and e.auc >= band.auc_low)
                 for c in d_runs.columns:
                     if c.startswith("auc_") and sub[c].notna().any():
