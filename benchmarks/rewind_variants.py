@@ -107,8 +107,9 @@ designs than ``rewind`` (9); ties keep it as it is. Every number is reported wha
 Result (``proxy_sp``): neither. ``s = 0.5`` pushes DC below its band (LiRA AUC 0.306 against a
 bottom of 0.366). ``s = 0.2`` meets DC (0.407) and brings B's LiRA advantage inside the band
 (0.105 against 0.118), but B's best attack (the classifier, chosen on the baseline) then finds the
-forget cells less member-like than the holdout (AUC 0.448 against a band bottom of 0.466): the
-blend overshoots on one attack while the LiRA trace barely moves (0.553 at 0.2, 0.549 at 0.5,
+forget cells less member-like than the holdout (AUC 0.448 against a band bottom of 0.452): the
+blend overshoots on one attack (B's forget cells fit 16 nats worse than under retraining, the
+holdout 3 nats better) while the LiRA trace barely moves (0.553 at 0.2, 0.549 at 0.5,
 against 0.53 for fresh weights). The baselines and retrains of DC and B were retrained for this
 run (the training code changed since ``cos_dcnkb``, issue 13), so ``rewind``'s ``cos_dcnkb`` numbers
 are not on the same models.
